@@ -1,0 +1,127 @@
+"""Optimizers: SGD (momentum, Nesterov) and Adam, updating parameters in place on the device.
+
+State (velocities, moments) is allocated once, on the parameters' backend, the first time
+an optimizer meets a parameter list, and reused by every later step and ``fit`` call.
+Gradients are scratch after :meth:`Optimizer.step`: the fast Ops reuse them as buffers.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from .backend import to_numpy
+from .ops import Ops
+from .validation import check_choice, check_number
+
+OPTIMIZERS = ("sgd", "adam")
+
+
+class Optimizer:
+    """Base class: holds the learning rate, the step count and per-parameter state."""
+
+    name = ""
+    state_names: tuple[str, ...] = ()
+
+    def __init__(self, lr: float) -> None:
+        self.lr = check_number(lr, "lr")
+        self.t = 0
+        self.state: dict[str, list[Any]] = {}
+        self._ops: Ops | None = None
+
+    def bind(self, params: list[Any], ops: Ops) -> None:
+        """Allocate state for ``params`` on their backend unless it already fits them."""
+        shapes = [tuple(p.shape) for p in params]
+        current = [tuple(a.shape) for a in next(iter(self.state.values()), [])]
+        if ops is self._ops and (not self.state_names or current == shapes):
+            return
+        self._ops = ops
+        self.state = {k: [ops.alloc(tuple(p.shape), p.dtype) for p in params] for k in self.state_names}
+
+    def step(self, params: list[Any], grads: list[Any]) -> None:
+        """Apply one update to every parameter, in place."""
+        raise NotImplementedError
+
+    def state_dict(self) -> dict[str, Any]:
+        """Hyperparameters, step count and state as NumPy arrays (for checkpoints)."""
+        return {
+            "name": self.name,
+            "hyper": self.hyper(),
+            "t": self.t,
+            "state": {k: [np.array(to_numpy(a)) for a in v] for k, v in self.state.items()},
+        }
+
+    def load_state_dict(self, sd: dict[str, Any], params: list[Any], backend: Any) -> None:
+        """Restore what :meth:`state_dict` wrote onto ``backend``, where ``params`` live."""
+        if sd.get("name") != self.name:
+            raise ValueError(f"optimizer state is for {sd.get('name')!r}, not {self.name!r}")
+        self.t = int(sd["t"])
+        self.bind(params, backend.ops)
+        for k, arrays in sd["state"].items():
+            for dst, src in zip(self.state[k], arrays):
+                backend.ops.assign(dst, backend.asarray(src, dtype=dst.dtype))
+
+    def hyper(self) -> dict[str, Any]:
+        """The hyperparameters, as plain Python values."""
+        return {"lr": self.lr}
+
+
+class SGD(Optimizer):
+    """Minibatch gradient descent: v ← μv − η∇E; W ← W + v (Nesterov: W ← W + μv − η∇E)."""
+
+    name = "sgd"
+
+    def __init__(self, lr: float = 0.01, momentum: float = 0.0, nesterov: bool = False) -> None:
+        super().__init__(lr)
+        self.momentum = check_number(momentum, "momentum", allow_zero=True, upper=1.0)
+        if nesterov and not self.momentum:
+            raise ValueError("nesterov=True needs momentum > 0")
+        self.nesterov = bool(nesterov)
+        self.state_names = ("velocity",) if self.momentum else ()
+
+    def step(self, params: list[Any], grads: list[Any]) -> None:
+        self.t += 1
+        ops = self._ops
+        vel = self.state.get("velocity") or [None] * len(params)
+        for p, g, v in zip(params, grads, vel):
+            ops.sgd_update(p, g, v, self.lr, self.momentum, self.nesterov)
+
+    def hyper(self) -> dict[str, Any]:
+        return {"lr": self.lr, "momentum": self.momentum, "nesterov": self.nesterov}
+
+
+class Adam(Optimizer):
+    """Adam (Kingma & Ba) with bias correction folded into the step size η_t."""
+
+    name = "adam"
+    state_names = ("m", "v")
+
+    def __init__(self, lr: float = 0.001, beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-8) -> None:
+        super().__init__(lr)
+        self.beta1 = check_number(beta1, "beta1", allow_zero=True, upper=1.0)
+        self.beta2 = check_number(beta2, "beta2", allow_zero=True, upper=1.0)
+        self.eps = check_number(eps, "eps")
+
+    def step(self, params: list[Any], grads: list[Any]) -> None:
+        self.t += 1
+        lr_t = self.lr * math.sqrt(1.0 - self.beta2**self.t) / (1.0 - self.beta1**self.t)
+        ops = self._ops
+        for p, g, m, v in zip(params, grads, self.state["m"], self.state["v"]):
+            ops.adam_update(p, g, m, v, lr_t, self.beta1, self.beta2, self.eps)
+
+    def hyper(self) -> dict[str, Any]:
+        return {"lr": self.lr, "beta1": self.beta1, "beta2": self.beta2, "eps": self.eps}
+
+
+def make_optimizer(optimizer: "str | Optimizer", lr: float = 0.01, momentum: float = 0.0, nesterov: bool = False) -> Optimizer:
+    """An :class:`Optimizer` from a name ("sgd", "adam") or an existing instance (kept as is)."""
+    if isinstance(optimizer, Optimizer):
+        return optimizer
+    name = check_choice(optimizer, "optimizer", OPTIMIZERS)
+    if name == "sgd":
+        return SGD(lr=lr, momentum=momentum, nesterov=nesterov)
+    if momentum or nesterov:
+        raise ValueError("momentum and nesterov apply to optimizer='sgd' only; Adam keeps its own moments")
+    return Adam(lr=lr)

@@ -1,0 +1,152 @@
+"""Input checks shared by every public entry point.
+
+Each check raises ``ValueError`` or ``TypeError`` whose message names the argument, says
+what was wrong and what was expected. Arrays are checked where they live (NumPy on the
+host, CuPy on the device) and never copied to a wider dtype to be checked.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from typing import Any, Sequence
+
+import numpy as np
+
+from .backend import backend_of, to_numpy
+
+_FINITE_CHUNK = 1 << 20  # elements per isfinite() pass on the host: bounded temporary memory
+
+
+def check_choice(value: Any, name: str, choices: Sequence[str]) -> str:
+    """``value`` must be one of the strings in ``choices``."""
+    if not isinstance(value, str):
+        raise TypeError(f"{name} must be a string, one of {tuple(choices)}; got {type(value).__name__} {value!r}")
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {tuple(choices)}; got {value!r}")
+    return value
+
+
+def check_number(
+    value: Any, name: str, *, integer: bool = False, positive: bool = True, allow_zero: bool = False,
+    upper: float | None = None, upper_inclusive: bool = False,
+) -> Any:
+    """A finite real (or integer) number with the given bounds."""
+    kind = "an integer" if integer else "a real number"
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral if integer else numbers.Real):
+        raise TypeError(f"{name} must be {kind}; got {type(value).__name__} {value!r}")
+    if not math.isfinite(float(value)):
+        raise ValueError(f"{name} must be finite; got {value!r}")
+    if positive and (value < 0 or (value == 0 and not allow_zero)):
+        bound = ">= 0" if allow_zero else "> 0"
+        raise ValueError(f"{name} must be {bound}; got {value!r}")
+    if upper is not None and (value > upper or (value == upper and not upper_inclusive)):
+        raise ValueError(f"{name} must be {'<=' if upper_inclusive else '<'} {upper}; got {value!r}")
+    return int(value) if integer else float(value)
+
+
+def check_sizes(sizes: Any) -> tuple[int, ...]:
+    """Layer sizes: at least [n_inputs, n_outputs], each a positive integer."""
+    if isinstance(sizes, (str, bytes)) or not isinstance(sizes, Sequence):
+        raise TypeError(f"sizes must be a list of layer widths like [784, 256, 10]; got {type(sizes).__name__}")
+    if len(sizes) < 2:
+        raise ValueError(f"sizes must list at least an input and an output width; got {list(sizes)}")
+    return tuple(check_number(s, f"sizes[{i}]", integer=True) for i, s in enumerate(sizes))
+
+
+def _is_host(a: Any) -> bool:
+    return isinstance(a, np.ndarray)
+
+
+def as_array(a: Any, name: str) -> Any:
+    """``a`` as an array of its own backend (lists and scalars become NumPy), numeric only."""
+    if a is None:
+        raise TypeError(f"{name} must be an array; got None")
+    if backend_of(a) is None:
+        try:
+            a = np.asarray(a)
+        except (ValueError, TypeError) as exc:
+            raise TypeError(f"{name} must be a numeric array; could not convert it ({exc})") from None
+    kind = getattr(a.dtype, "kind", "f")  # array_api_strict dtypes are numeric by construction
+    if kind not in "biuf":
+        raise TypeError(f"{name} must hold numbers (bool, int or float); got dtype {a.dtype}")
+    return a
+
+
+def all_finite(a: Any) -> bool:
+    """True when every element is finite; chunked on the host so no large temporary is made."""
+    if _is_host(a):
+        if a.dtype.kind not in "fc":
+            return True
+        flat = a.reshape(-1)
+        return all(bool(np.isfinite(flat[i:i + _FINITE_CHUNK]).all()) for i in range(0, flat.size, _FINITE_CHUNK))
+    xp = backend_of(a).xp
+    return bool(xp.all(xp.isfinite(a)))
+
+
+def check_inputs(X: Any, n_features: int, name: str = "X") -> Any:
+    """Features: a non-empty 2-D numeric array with ``n_features`` columns and no NaN/inf."""
+    X = as_array(X, name)
+    if X.ndim != 2:
+        hint = " (use X.reshape(-1, 1) for a single feature)" if X.ndim == 1 else ""
+        raise ValueError(f"{name} must be 2-D (n_samples, n_features); got shape {tuple(X.shape)}{hint}")
+    if X.shape[0] == 0:
+        raise ValueError(f"{name} is empty: got shape {tuple(X.shape)}, expected at least one sample")
+    if X.shape[1] != n_features:
+        raise ValueError(f"{name} has {X.shape[1]} features per sample; the model expects {n_features}")
+    if not all_finite(X):
+        raise ValueError(f"{name} contains NaN or infinite values; expected finite numbers")
+    return X
+
+
+def check_targets(Y: Any, n_samples: int, loss: str, n_outputs: int, name: str = "Y") -> np.ndarray:
+    """Targets for ``loss`` as a host (n_samples, n_outputs) array.
+
+    cross_entropy takes integer labels in [0, n_outputs) or rows of class probabilities;
+    binary_cross_entropy takes values in [0, 1]; mse takes any finite numbers. A 1-D target
+    is accepted where there is a single output. Targets are small next to X, so they are
+    checked and shaped on the host and uploaded with X.
+    """
+    Y = to_numpy(as_array(Y, name))
+    if Y.ndim == 0 or Y.shape[0] != n_samples:
+        got = f"{Y.shape[0]} samples" if Y.ndim else "a scalar"
+        raise ValueError(f"X and {name} have different lengths: X has {n_samples} samples, {name} has {got}")
+    if not all_finite(Y):
+        raise ValueError(f"{name} contains NaN or infinite values; expected finite numbers")
+    if loss == "cross_entropy" and Y.ndim == 1:
+        return _labels_to_one_hot(Y, n_outputs, name)
+    if Y.ndim == 1 and n_outputs == 1:
+        Y = Y.reshape(n_samples, 1)
+    if Y.ndim != 2 or Y.shape[1] != n_outputs:
+        labels = " (or integer class labels of shape (n_samples,))" if loss == "cross_entropy" else ""
+        raise ValueError(
+            f"{name} must have shape ({n_samples}, {n_outputs}) to match the model's {n_outputs} outputs"
+            f"{labels}; got shape {Y.shape}"
+        )
+    if loss in ("cross_entropy", "binary_cross_entropy"):
+        lo, hi = float(Y.min()), float(Y.max())
+        if lo < 0 or hi > 1:
+            raise ValueError(f"{name} for {loss} must lie in [0, 1]; got values in [{lo:g}, {hi:g}]")
+    if loss == "cross_entropy":
+        sums = Y.sum(axis=1, dtype=np.float64)
+        bad = np.flatnonzero(np.abs(sums - 1.0) > 1e-3)
+        if bad.size:
+            raise ValueError(
+                f"{name} rows for cross_entropy must sum to 1 (one-hot or class probabilities); "
+                f"row {int(bad[0])} sums to {float(sums[bad[0]]):g}"
+            )
+    return Y
+
+
+def _labels_to_one_hot(y: np.ndarray, n_classes: int, name: str) -> np.ndarray:
+    if y.dtype.kind == "f" and not np.array_equal(y, np.round(y)):
+        raise ValueError(f"{name} class labels must be integers; got non-integer values such as {y[y != np.round(y)][0]!r}")
+    lo, hi = int(y.min()), int(y.max())
+    if lo < 0 or hi >= n_classes:
+        raise ValueError(
+            f"{name} class labels must lie in [0, {n_classes - 1}] for a model with {n_classes} outputs; "
+            f"got labels in [{lo}, {hi}]"
+        )
+    T = np.zeros((y.shape[0], n_classes), dtype=np.float32)
+    T[np.arange(y.shape[0]), y.astype(np.intp)] = 1.0
+    return T
