@@ -78,7 +78,7 @@ class Backend:
 
     def device_info(self) -> dict[str, Any]:
         """What this backend runs on, for :func:`backend_info`."""
-        return {"device": f"CPU ({platform.processor() or platform.machine()})"}
+        return {"device": f"CPU: {_cpu_name()}, {os.cpu_count()} logical cores"}
 
     def __repr__(self) -> str:
         return f"Backend({self.name!r}, ops={type(self.ops).__name__})"
@@ -140,6 +140,17 @@ class StrictBackend(Backend):
 
 def _is_strict_array(a: Any) -> bool:
     return type(a).__module__.startswith("array_api_strict")
+
+
+def _cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 def _resolve_name(name: str) -> str:
