@@ -1,11 +1,13 @@
 """gpumlp: multilayer perceptrons trained by minibatch gradient descent on NumPy or CuPy."""
 
 from .backend import Backend, backend_info, get_backend, has_gpu, to_numpy
+from .checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from .data import load_dataset, one_hot, train_test_split
 from .gradcheck import gradcheck, numerical_gradients
 from .io import load, save
 from .network import MLP, Layer
 from .optimizers import SGD, Adam, Optimizer
+from .plotting import plot_history
 from .training import DivergenceError, fit
 
 __version__ = "0.1.0"
@@ -14,4 +16,5 @@ __all__ = [
     "MLP", "Layer", "fit", "load", "save", "gradcheck", "numerical_gradients", "SGD", "Adam", "Optimizer",
     "DivergenceError", "Backend", "get_backend", "backend_info", "has_gpu", "to_numpy", "load_dataset",
     "one_hot", "train_test_split", "__version__",
+    "Checkpoint", "load_checkpoint", "save_checkpoint", "plot_history",
 ]

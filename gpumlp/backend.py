@@ -76,6 +76,10 @@ class Backend:
     def synchronize(self) -> None:
         """Wait for queued device work (no-op on the host)."""
 
+    def nccl(self) -> Any:
+        """NCCL bindings for device-buffer collectives (distributed training), or None."""
+        return None
+
     def device_info(self) -> dict[str, Any]:
         """What this backend runs on, for :func:`backend_info`."""
         return {"device": f"CPU: {_cpu_name()}, {os.cpu_count()} logical cores"}
@@ -97,6 +101,13 @@ class CupyBackend(Backend):
 
     def synchronize(self) -> None:
         self.xp.cuda.get_current_stream().synchronize()
+
+    def nccl(self) -> Any:
+        try:
+            from cupy.cuda import nccl
+        except ImportError:
+            return None
+        return nccl if nccl.available else None
 
     def device_info(self) -> dict[str, Any]:
         cp = self.xp

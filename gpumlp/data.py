@@ -82,6 +82,8 @@ def one_hot(y: Any, n_classes: int | None = None, dtype: str = "float32") -> np.
     y = np.asarray(y)
     if y.ndim != 1 or y.dtype.kind not in "iu":
         raise ValueError(f"y must be a 1-D array of integer labels; got dtype {y.dtype} shape {y.shape}")
+    if y.size == 0:
+        raise ValueError("y is empty; expected at least one integer label")
     k = int(y.max()) + 1 if n_classes is None else check_number(n_classes, "n_classes", integer=True)
     if y.min() < 0 or y.max() >= k:
         raise ValueError(f"y labels must lie in [0, {k - 1}]; got [{y.min()}, {y.max()}]")

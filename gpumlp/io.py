@@ -5,11 +5,11 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-import zipfile
 from typing import Any
 
 import numpy as np
 
+from .backend import get_backend
 from .network import MLP
 
 FORMAT = "gpumlp"
@@ -24,6 +24,8 @@ def atomic_write(path: "str | os.PathLike[str]", write: Any) -> None:
     """
     path = os.fspath(path)
     directory = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(directory):
+        raise FileNotFoundError(f"cannot write {path!r}: directory {directory!r} does not exist")
     fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".npz", dir=directory)
     try:
         with os.fdopen(fd, "wb") as f:
@@ -72,13 +74,18 @@ def save(model: MLP, path: "str | os.PathLike[str]", extra: dict[str, np.ndarray
 
 def read_npz(path: "str | os.PathLike[str]") -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     """(metadata, arrays) of a gpumlp file; a clear ValueError for anything else."""
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"path must be a file path (str or os.PathLike); got {type(path).__name__} {path!r}")
     path = os.fspath(path)
     if not os.path.exists(path):
         raise FileNotFoundError(f"no model file at {path!r}")
     try:
-        with np.load(path, allow_pickle=False) as npz:
+        npz = np.load(path, allow_pickle=False)
+        if not isinstance(npz, np.lib.npyio.NpzFile):
+            raise ValueError("it holds a single .npy array, not an .npz archive")
+        with npz:
             arrays = {k: npz[k] for k in npz.files}
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile, KeyError) as exc:
+    except Exception as exc:  # numpy, zipfile and zlib raise a dozen kinds on a damaged file
         raise ValueError(f"{path!r} is not a readable gpumlp model file (truncated or corrupted?): {exc}") from None
     if _META_KEY not in arrays:
         raise ValueError(f"{path!r} is an .npz file but not a gpumlp model (no metadata)")
@@ -90,11 +97,15 @@ def read_npz(path: "str | os.PathLike[str]") -> tuple[dict[str, Any], dict[str, 
         raise ValueError(f"{path!r} is not a gpumlp model file (format {meta.get('format') if isinstance(meta, dict) else meta!r})")
     if meta.get("version") != VERSION:
         raise ValueError(f"{path!r} is gpumlp file version {meta.get('version')!r}; this gpumlp reads version {VERSION}")
+    odd = [f"{k} ({a.dtype})" for k, a in arrays.items() if not k.startswith("__") and a.dtype.kind != "f"]
+    if odd:
+        raise ValueError(f"{path!r} holds non-float arrays where weights belong: {', '.join(odd)}")
     return meta, arrays
 
 
 def load(path: "str | os.PathLike[str]", backend: str = "auto") -> MLP:
     """Read a model written by :meth:`MLP.save` onto ``backend``."""
+    backend = get_backend(backend)
     meta, arrays = read_npz(path)
     try:
         model = MLP(

@@ -9,6 +9,7 @@ All arrays live on the model's backend; host arrays cross only at the edges.
 
 from __future__ import annotations
 
+import math
 from typing import Any, Sequence
 
 import numpy as np
@@ -16,7 +17,7 @@ import numpy as np
 from .activations import HIDDEN_ACTIVATIONS, OUTPUT_ACTIVATIONS
 from .backend import Backend, backend_of, get_backend, to_numpy
 from .losses import AUTO_LOSS, LOSSES, PROBABILITY_OUTPUTS
-from .validation import check_choice, check_inputs, check_number, check_sizes, check_targets
+from .validation import as_array, check_choice, check_inputs, check_number, check_sizes, check_targets
 
 DTYPES = ("float32", "float64")
 
@@ -42,23 +43,75 @@ class Workspace:
     shape reuses them; :meth:`unbuffered` wraps one input and lets each op allocate.
     """
 
-    def __init__(self, Z: list[Any], D: list[Any], T: Any, grads: list[Any]) -> None:
-        self.Z, self.D, self.T, self.grads = Z, D, T, grads
+    def __init__(self, Z: list[Any], D: list[Any], T: Any, grads: list[Any], flat_grads: Any = None) -> None:
+        self.Z, self.D, self.T, self.grads = Z, D, T, grads  # grads == []: not allocated
+        self.flat_grads = flat_grads  # when given, grads are views into this 1-D buffer
+        self.grad_views = tuple(grads)
+        self.update_plan: list[tuple[list[tuple[slice | None, Any]], Any]] | None = None  # see MLP.backward_update
 
     @classmethod
-    def allocate(cls, model: "MLP", rows: int) -> "Workspace":
+    def allocate(cls, model: "MLP", rows: int, grads: bool = True) -> "Workspace":
+        """Buffers for batches of ``rows``; ``grads=False`` leaves out the full gradients
+        (the fused :meth:`MLP.backward_update` never needs them)."""
         alloc, dtype = model.ops.alloc, model._xp_dtype
-        return cls(
+        ws = cls(
             [alloc((rows, n), dtype) for n in model.sizes],
             [None] + [alloc((rows, n), dtype) for n in model.sizes[1:]],
             alloc((rows, model.sizes[-1]), dtype),
-            [alloc(tuple(p.shape), dtype) for p in model.params],
+            [],
         )
+        if grads:
+            ws.allocate_grads(model)
+        return ws
+
+    def allocate_grads(self, model: "MLP") -> None:
+        """The full gradient buffers [dW_1, db_1, ...], views into one flat buffer."""
+        grads, flat = _views_of_one_buffer(model.ops, [tuple(p.shape) for p in model.params], model._xp_dtype)
+        self.grads, self.flat_grads, self.grad_views = grads, flat, tuple(grads)
+
+    def allocate_update_plan(self, model: "MLP") -> None:
+        """For each layer, its weight-gradient blocks as (rows, buffer) (rows None: the whole
+        matrix) and a bias-gradient buffer. The blocks of every layer share one buffer."""
+        ops, dtype = model.ops, model._xp_dtype
+        itemsize = np.dtype(model.dtype).itemsize
+        blocks = [ops.weight_blocks(n_in, n_out, itemsize) for n_in, n_out in zip(model.sizes[:-1], model.sizes[1:])]
+        extent = [(n_in if r is None else r.stop - r.start) * n_out
+                  for rows, n_in, n_out in zip(blocks, model.sizes[:-1], model.sizes[1:]) for r in rows]
+        flat = ops.alloc((max(extent),), dtype)
+        plan = []
+        for rows, n_in, n_out in zip(blocks, model.sizes[:-1], model.sizes[1:]):
+            views = [(r, ops.xp.reshape(flat[:(n_in if r is None else r.stop - r.start) * n_out],
+                                        (n_in if r is None else r.stop - r.start, n_out))) for r in rows]
+            plan.append((views, ops.alloc((n_out,), dtype)))
+        self.update_plan = plan
+
+    def pack_grads(self, ops: Any) -> Any:
+        """Every gradient in the one contiguous buffer (for a single allreduce), returned.
+
+        ``grads`` are views into it, so this costs nothing unless an Ops returned a new
+        array instead of writing ``out=`` (the reference Ops): that one is copied in.
+        """
+        for i, (view, g) in enumerate(zip(self.grad_views, self.grads)):
+            if g is not view:
+                ops.assign(view, g)
+                self.grads[i] = view
+        return self.flat_grads
 
     @classmethod
     def unbuffered(cls, model: "MLP", X: Any) -> "Workspace":
         n = len(model.layers)
         return cls([X] + [None] * n, [None] * (n + 1), None, [None] * (2 * n))
+
+
+def _views_of_one_buffer(ops: Any, shapes: list[tuple[int, ...]], dtype: Any, align: int = 64) -> tuple[list[Any], Any]:
+    """Zeroed arrays of ``shapes`` that are views into one 1-D buffer, each starting on a
+    multiple of ``align`` elements; returns (views, buffer)."""
+    sizes = [math.prod(s) for s in shapes]
+    starts = [0]
+    for n in sizes:
+        starts.append(starts[-1] + -(-n // align) * align)
+    flat = ops.alloc((starts[-1],), dtype)
+    return [ops.xp.reshape(flat[a:a + n], s) for a, n, s in zip(starts, sizes, shapes)], flat
 
 
 def _init_weights(rng: np.random.Generator, fan_in: int, fan_out: int, activation: str) -> np.ndarray:
@@ -138,14 +191,16 @@ class MLP:
 
     def set_weights(self, weights: Sequence[tuple[Any, Any]]) -> None:
         """Replace every layer's (W, b); shapes must match, values must be finite."""
+        if not isinstance(weights, Sequence) or isinstance(weights, (str, bytes)):
+            raise TypeError(f"weights must be a list of (W, b) pairs; got {type(weights).__name__}")
         if len(weights) != len(self.layers):
             raise ValueError(f"weights must hold {len(self.layers)} (W, b) pairs; got {len(weights)}")
         new = []
         for i, (pair, layer) in enumerate(zip(weights, self.layers)):
-            if len(pair) != 2:
-                raise ValueError(f"weights[{i}] must be a (W, b) pair; got {len(pair)} items")
+            if not isinstance(pair, Sequence) or len(pair) != 2:
+                raise ValueError(f"weights[{i}] must be a (W, b) pair; got {type(pair).__name__}")
             for a, ref, what in ((pair[0], layer.W, "W"), (pair[1], layer.b, "b")):
-                shape = tuple(getattr(a, "shape", np.shape(a)))
+                shape = tuple(as_array(a, f"weights[{i}] {what}").shape)
                 if shape != tuple(ref.shape):
                     raise ValueError(f"weights[{i}] {what} must have shape {tuple(ref.shape)}; got {shape}")
             new.append(Layer(self._device(pair[0]), self._device(pair[1])))
@@ -177,11 +232,14 @@ class MLP:
             )
         return loss
 
-    def workspace(self, rows: int) -> Workspace:
-        """The (cached) buffers for a batch of ``rows`` samples."""
+    def workspace(self, rows: int, grads: bool = True) -> Workspace:
+        """The (cached) buffers for a batch of ``rows`` samples (with full gradients unless
+        ``grads`` is False)."""
         ws = self._workspaces.get(rows)
         if ws is None:
-            ws = self._workspaces[rows] = Workspace.allocate(self, rows)
+            ws = self._workspaces[rows] = Workspace.allocate(self, rows, grads)
+        elif grads and not ws.grads:
+            ws.allocate_grads(self)
         return ws
 
     def forward_into(self, ws: Workspace) -> Any:
@@ -204,6 +262,42 @@ class MLP:
                 D[l - 1] = ops.backprop_activation(self.activations[l - 2], Z[l - 1], D[l - 1])
         return G
 
+    def backward_update(self, ws: Workspace, T: Any, loss: str, scale: float, l2: float, optimizer: Any) -> None:
+        """One optimizer step fused into the backward pass (the fast path; Ops.fused_update).
+
+        The same math as backward_into + add_l2 + optimizer.step, in another order: each
+        dW_l is made in blocks of rows (Ops.weight_blocks) that are applied as soon as they
+        are made, so no full gradient is stored and each block is still in cache when the
+        update reads it. D_{l-1} is taken before W_l changes; each Z_{l-1} (l > 1) is spent
+        as scratch by the last use of it, the activation backward. When the update is
+        p ← p + c·∇E (plain SGD, c = −η), c rides along in the deltas (they are linear in
+        D_L) and each block is added as it comes.
+        """
+        Z, D, ops, layers = ws.Z, ws.D, self.ops, self.layers
+        if ws.update_plan is None:
+            ws.allocate_update_plan(self)
+        L = len(layers)
+        c = optimizer.prescale
+        update = optimizer.update if c is None else optimizer.apply_prescaled
+        if c is not None:
+            scale, l2 = scale * c, l2 * c
+        optimizer.begin_step()
+        D[L] = ops.output_delta(self.output_activation, loss, Z[L], T, scale, out=D[L])
+        for l in range(L, 0, -1):
+            W = layers[l - 1].W
+            blocks, db = ws.update_plan[l - 1]
+            if l > 1:
+                D[l - 1] = ops.gemm(D[l], W, out=D[l - 1], trans_b=True)
+            for rows, buf in blocks:  # dW_l = Z_{l-1}ᵀ D_l (+ λ W_l), block by block
+                Zb, Wb = (Z[l - 1], W) if rows is None else (Z[l - 1][:, rows], W[rows])
+                g = ops.gemm(Zb, D[l], out=buf, trans_a=True)
+                if l2:
+                    g = ops.add_scaled(g, l2, Wb)
+                update(2 * l - 2, Wb, g, rows)
+            update(2 * l - 1, layers[l - 1].b, ops.sum_rows(D[l], out=db))
+            if l > 1:
+                D[l - 1] = ops.backprop_activation(self.activations[l - 2], Z[l - 1], D[l - 1], consume_z=True)
+
     def add_l2(self, grads: list[Any], l2: float) -> None:
         """dW_l += λ W_l for every weight matrix (biases are not regularised)."""
         if l2:
@@ -217,10 +311,10 @@ class MLP:
         return 0.5 * l2 * sum(float(self.ops.sq_norm(layer.W)) for layer in self.layers)
 
     # ----- public API -----------------------------------------------------------------
-    def _check_data(self, X: Any, Y: Any, loss: str) -> tuple[Any, Any, str]:
-        X = check_inputs(X, self.n_features)
+    def _check_data(self, X: Any, Y: Any, loss: str, names: tuple[str, str] = ("X", "Y")) -> tuple[Any, Any, str]:
+        X = check_inputs(X, self.n_features, names[0])
         loss = self.resolve_loss(loss)
-        T = check_targets(Y, X.shape[0], loss, self.n_outputs)
+        T = check_targets(Y, X.shape[0], loss, self.n_outputs, names[1])
         return self._device(X), self._device(T), loss
 
     def forward(self, X: Any) -> Any:

@@ -42,6 +42,41 @@ class Optimizer:
 
     def step(self, params: list[Any], grads: list[Any]) -> None:
         """Apply one update to every parameter, in place."""
+        self.begin_step()
+        for i, (p, g) in enumerate(zip(params, grads)):
+            self.update(i, p, g)
+
+    @property
+    def fusable(self) -> bool:
+        """True when :meth:`step` is the stock begin_step + one update per parameter, so the
+        fused fast path may make those calls itself (a subclass that overrides step opts out)."""
+        cls = type(self)
+        return cls.step is Optimizer.step and cls.update is not Optimizer.update
+
+    @property
+    def prescale(self) -> float | None:
+        """A factor c for which the update is just p ← p + c·∇E, or None (the default).
+
+        The fused path folds c into the output delta, so the gradient blocks it makes are
+        already the updates and go to :meth:`apply_prescaled` (one pass instead of two).
+        """
+        return None
+
+    def apply_prescaled(self, i: int, p: Any, g: Any, rows: slice | None = None) -> None:
+        """p ← p + g, where g = c·∇E with c = :attr:`prescale` (see :meth:`update` for rows)."""
+        self._ops.add_scaled(p, 1.0, g)
+
+    def begin_step(self) -> None:
+        """Start step t + 1; its :meth:`update` calls follow (the fused fast path makes them
+        itself, one per gradient block, as soon as each block is computed)."""
+        self.t += 1
+
+    def update(self, i: int, p: Any, g: Any, rows: slice | None = None) -> None:
+        """Update parameter ``i`` in place from its gradient ``g`` (scratch afterwards).
+
+        With ``rows``, ``p`` and ``g`` are that block of rows of parameter ``i`` and the
+        state is sliced to match, so a weight matrix can be updated block by block.
+        """
         raise NotImplementedError
 
     def state_dict(self) -> dict[str, Any]:
@@ -81,12 +116,16 @@ class SGD(Optimizer):
         self.nesterov = bool(nesterov)
         self.state_names = ("velocity",) if self.momentum else ()
 
-    def step(self, params: list[Any], grads: list[Any]) -> None:
-        self.t += 1
-        ops = self._ops
-        vel = self.state.get("velocity") or [None] * len(params)
-        for p, g, v in zip(params, grads, vel):
-            ops.sgd_update(p, g, v, self.lr, self.momentum, self.nesterov)
+    @property
+    def prescale(self) -> float | None:
+        return None if self.momentum else -self.lr  # plain SGD: W ← W + (−η∇E)
+
+    def update(self, i: int, p: Any, g: Any, rows: slice | None = None) -> None:
+        v = None
+        if self.momentum:
+            v = self.state["velocity"][i]
+            v = v if rows is None else v[rows]
+        self._ops.sgd_update(p, g, v, self.lr, self.momentum, self.nesterov)
 
     def hyper(self) -> dict[str, Any]:
         return {"lr": self.lr, "momentum": self.momentum, "nesterov": self.nesterov}
@@ -103,13 +142,21 @@ class Adam(Optimizer):
         self.beta1 = check_number(beta1, "beta1", allow_zero=True, upper=1.0)
         self.beta2 = check_number(beta2, "beta2", allow_zero=True, upper=1.0)
         self.eps = check_number(eps, "eps")
+        self._lr_t = 0.0  # η_t of the current step, set by begin_step
 
-    def step(self, params: list[Any], grads: list[Any]) -> None:
+    def step_size(self, t: int) -> float:
+        """η_t = η √(1 − β2^t) / (1 − β1^t), the bias-corrected step size of step t (from 1)."""
+        return self.lr * math.sqrt(1.0 - self.beta2**t) / (1.0 - self.beta1**t)
+
+    def begin_step(self) -> None:
         self.t += 1
-        lr_t = self.lr * math.sqrt(1.0 - self.beta2**self.t) / (1.0 - self.beta1**self.t)
-        ops = self._ops
-        for p, g, m, v in zip(params, grads, self.state["m"], self.state["v"]):
-            ops.adam_update(p, g, m, v, lr_t, self.beta1, self.beta2, self.eps)
+        self._lr_t = self.step_size(self.t)
+
+    def update(self, i: int, p: Any, g: Any, rows: slice | None = None) -> None:
+        m, v = self.state["m"][i], self.state["v"][i]
+        if rows is not None:
+            m, v = m[rows], v[rows]
+        self._ops.adam_update(p, g, m, v, self._lr_t, self.beta1, self.beta2, self.eps)
 
     def hyper(self) -> dict[str, Any]:
         return {"lr": self.lr, "beta1": self.beta1, "beta2": self.beta2, "eps": self.eps}

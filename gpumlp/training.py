@@ -9,21 +9,36 @@ on the device and read once per epoch: no host round-trip inside an epoch.
 from __future__ import annotations
 
 import math
+import os
 import time
 import warnings
 from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 
+from .checkpoint import Checkpoint, EpochState, apply_checkpoint, check_checkpoint_path, load_checkpoint
+from .cuda_graph import device_loop
+from .distributed import Reducer, make_reducer
 from .network import MLP, Workspace
 from .optimizers import Optimizer, make_optimizer
-from .validation import check_number
+from .validation import check_bool, check_number
 
 Callback = Callable[[MLP, int, dict], "bool | None"]
 
 
 class DivergenceError(FloatingPointError):
-    """Training produced a non-finite loss; the model keeps the last good weights."""
+    """Training diverged (a NaN/inf or exploding epoch loss, or non-finite weights).
+
+    Raised by :func:`fit`, which first puts back the weights, optimizer state and RNG state of
+    the last good epoch. ``epoch`` is where it was detected, ``loss`` that epoch's loss,
+    ``last_good_epoch`` / ``last_good_loss`` the epoch the model now holds and its loss.
+    """
+
+    def __init__(self, message: str, epoch: int = 0, loss: float = math.nan, last_good_epoch: int = 0,
+                 last_good_loss: float | None = None) -> None:
+        super().__init__(message)
+        self.epoch, self.loss = epoch, loss
+        self.last_good_epoch, self.last_good_loss = last_good_epoch, last_good_loss
 
 
 class Trainer:
@@ -31,7 +46,7 @@ class Trainer:
 
     def __init__(
         self, model: MLP, loss: str, optimizer: Optimizer, l2: float, batch_size: int,
-        shuffle: bool, rng: np.random.Generator,
+        shuffle: bool, rng: np.random.Generator, reducer: Reducer | None = None, clip_norm: float | None = None,
     ) -> None:
         self.model = model
         self.loss = loss
@@ -40,6 +55,13 @@ class Trainer:
         self.batch_size = batch_size
         self.shuffle = shuffle
         self.rng = rng
+        self.reducer = reducer or Reducer()  # data parallelism: shards batches, sums gradients
+        self.clip_norm = clip_norm  # c of g ← g·min(1, c/‖g‖), or None
+        self.device_loop: Any = None  # a cuda_graph.DeviceLoop runs the epochs instead (CUDA graphs / TF32)
+        # The fast path (Ops.fused_update): the update is fused into the backward pass, so it
+        # cannot serve steps that need the whole gradient first (allreduce, global-norm clip).
+        self.fused = (model.ops.fused_update and optimizer.fusable and self.reducer.size == 1
+                      and clip_norm is None)
         optimizer.bind(model.params, model.ops)
 
     def batches(self, n: int) -> Iterable[tuple[int, int]]:
@@ -51,36 +73,45 @@ class Trainer:
         model = self.model
         Y = model.forward_into(ws)
         batch_loss = model.ops.loss_sum(self.loss, Y, T)
+        if self.fused:
+            model.backward_update(ws, T, self.loss, 1.0 / denom, self.l2, self.optimizer)
+            return batch_loss
         grads = model.backward_into(ws, T, self.loss, 1.0 / denom)
+        grads = self.reducer.reduce_grads(ws, grads)
         model.add_l2(grads, self.l2)
+        if self.clip_norm is not None:
+            grads = model.ops.clip_global_norm(grads, self.clip_norm)
         self.optimizer.step(model.params, grads)
         return batch_loss
 
     def run_epoch(self, X: Any, T: Any) -> float:
         """One pass over (X, T), already on the device; returns the mean training loss."""
+        if self.device_loop is not None:
+            return self.device_loop.run_epoch(X, T)
         model, ops = self.model, self.model.ops
         n = X.shape[0]
         order = self.rng.permutation(n) if self.shuffle else np.arange(n)
         perm = model.backend.asarray(order)
         total = ops.alloc((), model._xp_dtype)
         for start, stop in self.batches(n):
-            ws = model.workspace(stop - start)
-            idx = perm[start:stop]
+            lo, hi = self.reducer.shard(start, stop)
+            ws = model.workspace(hi - lo, grads=not self.fused)
+            idx = perm[lo:hi]
             ws.Z[0] = ops.take_rows(X, idx, out=ws.Z[0])
             ws.T = ops.take_rows(T, idx, out=ws.T)
             total += self.step(ws, ws.T, stop - start)
-        return float(total) / n + model.l2_penalty(self.l2)
+        return self.reducer.sum_scalar(total) / n + model.l2_penalty(self.l2)
 
     def evaluate(self, X: Any, T: Any, chunk: int = 8192) -> float:
         """Mean loss (with the L2 term) on data already on the device, in chunks of rows."""
         model = self.model
         total = 0.0
-        n = X.shape[0]
-        for start in range(0, n, chunk):
-            stop = min(start + chunk, n)
+        lo, hi = self.reducer.shard(0, X.shape[0])
+        for start in range(lo, hi, chunk):
+            stop = min(start + chunk, hi)
             Y = model.forward_into(Workspace.unbuffered(model, X[start:stop, ...]))
             total += float(model.ops.loss_sum(self.loss, Y, T[start:stop, ...]))
-        return total / X.shape[0] + model.l2_penalty(self.l2)
+        return self.reducer.sum_scalar(total) / X.shape[0] + model.l2_penalty(self.l2)
 
     def snapshot(self) -> list[Any]:
         """Device copies of the parameters."""
@@ -102,6 +133,54 @@ def _check_batch_size(batch_size: int | None, n: int) -> int:
     return batch_size
 
 
+def _check_threshold(threshold: float | None) -> float | None:
+    if threshold is None:
+        return None
+    threshold = check_number(threshold, "divergence_threshold")
+    if threshold <= 1:
+        raise ValueError(f"divergence_threshold must be > 1 (a growth factor over the first epoch's loss) or None; got {threshold!r}")
+    return threshold
+
+
+def _check_callbacks(callbacks: Any) -> list[Callback]:
+    if isinstance(callbacks, (str, bytes)) or not isinstance(callbacks, Iterable):
+        raise TypeError(f"callbacks must be a list of callables cb(model, epoch, logs); got {type(callbacks).__name__}")
+    callbacks = list(callbacks)
+    for i, cb in enumerate(callbacks):
+        if not callable(cb):
+            raise TypeError(f"callbacks[{i}] must be callable as cb(model, epoch, logs); got {type(cb).__name__} {cb!r}")
+    return callbacks
+
+
+def _divergence(model: MLP, loss: float, losses: list[float], threshold: float | None) -> str | None:
+    """Why an epoch that ended with mean loss ``loss`` counts as diverged; None when it does not.
+
+    One device read besides the loss: the sum of all weights, NaN/inf when any weight is.
+    """
+    if not math.isfinite(loss):
+        return f"the epoch's loss is {loss}"
+    if threshold is not None and losses and loss > threshold * max(1.0, losses[0]):
+        return (f"the epoch's loss {loss:.6g} is over divergence_threshold={threshold:g} times "
+                f"max(1, first epoch's loss {losses[0]:.6g})")
+    if not math.isfinite(float(model.ops.total(model.params))):
+        return "a weight became NaN or infinite"
+    return None
+
+
+def _divergence_error(
+    epoch: int, steps: str, why: str, loss: float, good: EpochState, history: dict[str, list[float]],
+    lr: float, path: str | None,
+) -> DivergenceError:
+    last = history["loss"][-1] if history["loss"] else None
+    kept = f"the end of epoch {good.epoch} (loss {last:.6g})" if last is not None else "the start of training"
+    saved = f" and checkpoint {path!r} holds them" if path is not None else ""
+    return DivergenceError(
+        f"training diverged in epoch {epoch} ({steps}): {why}. The model keeps its weights from {kept}{saved}. "
+        f"To fix: lower lr (this run: {lr:g}), clip gradients (e.g. clip_norm=1.0), or standardise X and the targets.",
+        epoch=epoch, loss=loss, last_good_epoch=good.epoch, last_good_loss=last,
+    )
+
+
 def fit(
     model: MLP,
     X: Any,
@@ -121,6 +200,14 @@ def fit(
     seed: int | None = None,
     progress: bool = False,
     callbacks: Sequence[Callback] = (),
+    comm: Any = None,
+    clip_norm: float | None = None,
+    divergence_threshold: float | None = 1e4,
+    checkpoint: "str | os.PathLike[str] | None" = None,
+    checkpoint_every: int = 1,
+    resume: "str | os.PathLike[str] | Checkpoint | None" = None,
+    cuda_graph: "bool | str" = False,
+    allow_tf32: bool = False,
 ) -> dict[str, list[float]]:
     """Train ``model`` by minibatch gradient descent and return the per-epoch history.
 
@@ -131,11 +218,37 @@ def fit(
     epochs, and restores the best weights. ``seed`` reseeds the shuffling RNG; by default
     it continues the model's own RNG. Each callback is called as ``cb(model, epoch, logs)``
     after every epoch; one that returns True stops training.
+
+    ``comm`` ("mpi", an mpi4py communicator or a :func:`gpumlp.distributed.init` group) trains
+    data-parallel across MPI ranks, equal to one process with the same ``batch_size``: every
+    rank passes the same data and settings; only rank 0 shows progress (docs/distributed.md).
+
+    Reliability (docs/reliability.md): ``clip_norm=c`` scales each step's gradients by
+    min(1, c/‖g‖), ‖g‖ their global norm. An epoch whose loss is NaN/inf, or above
+    ``divergence_threshold`` × max(1, first epoch's loss) (None turns that bound off), or
+    that leaves a non-finite weight, raises :class:`DivergenceError` after the model is put
+    back to the last good epoch. ``checkpoint=path`` writes model, optimizer, RNG state, epoch
+    and history atomically every ``checkpoint_every`` epochs, at the last epoch, and on Ctrl-C
+    or divergence (then holding the last good epoch). ``resume=path`` continues such a run to
+    ``epochs`` in total, exactly as if it had not stopped (it restores the RNG, so ``seed`` is
+    not used); a Ctrl-C rolls the model back to its last complete epoch and re-raises.
+
+    GPU (docs/gpu.md): ``cuda_graph=True`` captures each train step as a CUDA graph and replays
+    it for every step of that batch shape (``"auto"``: where the backend can); ``allow_tf32=True``
+    lets float32 matmuls use TF32 tensor cores (faster, about 3 fewer significant digits).
+    Both need backend='cupy' and raise ValueError elsewhere; both are off by default.
     """
     lr = check_number(lr, "lr")
     l2 = check_number(l2, "l2", allow_zero=True)
     epochs = check_number(epochs, "epochs", integer=True)
     patience = check_number(patience, "patience", integer=True)
+    shuffle, nesterov = check_bool(shuffle, "shuffle"), check_bool(nesterov, "nesterov")
+    early_stopping, progress = check_bool(early_stopping, "early_stopping"), check_bool(progress, "progress")
+    clip_norm = None if clip_norm is None else check_number(clip_norm, "clip_norm")
+    divergence_threshold = _check_threshold(divergence_threshold)
+    checkpoint_every = check_number(checkpoint_every, "checkpoint_every", integer=True)
+    checkpoint = None if checkpoint is None else check_checkpoint_path(checkpoint)
+    callbacks = _check_callbacks(callbacks)
     opt = make_optimizer(optimizer, lr=lr, momentum=momentum, nesterov=nesterov)
     Xd, Td, loss = model._check_data(X, Y, loss)
     batch_size = _check_batch_size(batch_size, Xd.shape[0])
@@ -143,47 +256,73 @@ def fit(
     if validation_data is not None:
         if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
             raise TypeError("validation_data must be a pair (X_val, Y_val)")
-        val = model._check_data(*validation_data, loss)[:2]
+        val = model._check_data(*validation_data, loss, names=("validation_data X", "validation_data Y"))[:2]
+    reducer = make_reducer(comm, model.backend)
     if seed is not None:
         model.rng = np.random.default_rng(check_number(seed, "seed", integer=True, allow_zero=True))
-    trainer = Trainer(model, loss, opt, l2, batch_size, bool(shuffle), model.rng)
+    config = {"loss": loss, "batch_size": batch_size, "shuffle": shuffle, "l2": l2, "clip_norm": clip_norm,
+              "n_samples": int(Xd.shape[0])}
+    ck = None
+    if resume is not None:
+        ck = resume if isinstance(resume, Checkpoint) else load_checkpoint(resume)
+        apply_checkpoint(ck, model, opt, config)
+    reducer.start(
+        model, data=(Xd.shape, None if val is None else val[0].shape), batch_size=batch_size, epochs=epochs,
+        loss=loss, optimizer=(opt.name, opt.hyper()), l2=l2, shuffle=bool(shuffle), stopping=(early_stopping, patience),
+    )
+    trainer = Trainer(model, loss, opt, l2, batch_size, shuffle, model.rng, reducer, clip_norm)
+    trainer.device_loop = device_loop(trainer, cuda_graph, allow_tf32)
     history: dict[str, list[float]] = {"loss": []}
     if val is not None:
         history["val_loss"] = []
+    best, best_snap, waited, start = math.inf, None, 0, 0
+    if ck is not None:
+        history.update({k: list(v) for k, v in ck.history.items()})
+        best = math.inf if ck.best_loss is None else ck.best_loss
+        best_snap = None if ck.best_weights is None else [model._device(a) for a in ck.best_weights]
+        waited, start = ck.waited, ck.epoch
     callbacks = list(callbacks)
-    if progress:
+    if progress and reducer.is_root:
         from .progress import ProgressBar
 
-        callbacks.append(ProgressBar(epochs, Xd.shape[0]))
-    best, best_snap, waited = math.inf, None, 0
-    last_good = trainer.snapshot()
-    for epoch in range(1, epochs + 1):
-        t0 = time.perf_counter()
-        train_loss = trainer.run_epoch(Xd, Td)
-        if not math.isfinite(train_loss):
-            trainer.restore(last_good)
-            good = history["loss"][-1] if history["loss"] else None
-            raise DivergenceError(
-                f"training diverged in epoch {epoch}: the loss became {train_loss}; last finite epoch loss: {good}. "
-                "The model keeps the weights from the end of the last good epoch. Try a smaller lr or gradient clipping."
-            )
-        last_good = trainer.snapshot()
-        history["loss"].append(train_loss)
-        logs: dict[str, float] = {"loss": train_loss, "time": time.perf_counter() - t0}
-        if val is not None:
-            logs["val_loss"] = trainer.evaluate(*val)
-            history["val_loss"].append(logs["val_loss"])
-        stop = any(cb(model, epoch, logs) for cb in callbacks)
-        if early_stopping:
-            monitored = logs.get("val_loss", train_loss)
-            if monitored < best:
-                best, best_snap, waited = monitored, trainer.snapshot(), 0
-            else:
-                waited += 1
-                if waited >= patience:
+        callbacks.append(ProgressBar(max(epochs - start, 0), Xd.shape[0]))
+    good = EpochState(model, opt)  # the last complete, finite epoch: what a divergence or Ctrl-C returns to
+    good.capture(start, best, waited, best_snap)
+    path = checkpoint if reducer.is_root else None
+    try:
+        for epoch in range(start + 1, epochs + 1):
+            t0 = time.perf_counter()
+            with np.errstate(over="ignore", invalid="ignore", divide="ignore"):  # a divergence is reported below
+                train_loss = trainer.run_epoch(Xd, Td)
+                why = _divergence(model, train_loss, history["loss"], divergence_threshold)
+            if why:
+                steps = f"optimizer step {opt.t}" if opt.t == good.t + 1 else f"optimizer steps {good.t + 1}-{opt.t}"
+                good.rollback(history, path, config)
+                model.history = history
+                raise _divergence_error(epoch, steps, why, train_loss, good, history, opt.lr, path)
+            history["loss"].append(train_loss)
+            logs: dict[str, float] = {"loss": train_loss, "time": time.perf_counter() - t0}
+            if val is not None:
+                logs["val_loss"] = trainer.evaluate(*val)
+                history["val_loss"].append(logs["val_loss"])
+            stop = any(cb(model, epoch, logs) for cb in callbacks)
+            if early_stopping:
+                monitored = logs.get("val_loss", train_loss)
+                if monitored < best:
+                    best, best_snap, waited = monitored, trainer.snapshot(), 0
+                else:
+                    waited += 1
+                    stop = stop or waited >= patience
+            good.capture(epoch, best, waited, best_snap)
+            if path is not None and (epoch % checkpoint_every == 0 or stop or epoch == epochs):
+                good.save(path, history, config)
+            if stop:
+                if early_stopping and waited >= patience and best_snap is not None:
                     trainer.restore(best_snap)
-                    stop = True
-        if stop:
-            break
+                break
+    except KeyboardInterrupt:
+        good.rollback(history, path, config)
+        model.history = history
+        raise
     model.history = history
     return history

@@ -45,8 +45,17 @@ def check_number(
     return int(value) if integer else float(value)
 
 
+def check_bool(value: Any, name: str) -> bool:
+    """``value`` must be True or False (a NumPy bool too): a string like "no" is refused, not read as True."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be True or False; got {type(value).__name__} {value!r}")
+    return bool(value)
+
+
 def check_sizes(sizes: Any) -> tuple[int, ...]:
     """Layer sizes: at least [n_inputs, n_outputs], each a positive integer."""
+    if isinstance(sizes, np.ndarray) and sizes.ndim == 1:
+        sizes = sizes.tolist()
     if isinstance(sizes, (str, bytes)) or not isinstance(sizes, Sequence):
         raise TypeError(f"sizes must be a list of layer widths like [784, 256, 10]; got {type(sizes).__name__}")
     if len(sizes) < 2:
@@ -62,6 +71,8 @@ def as_array(a: Any, name: str) -> Any:
     """``a`` as an array of its own backend (lists and scalars become NumPy), numeric only."""
     if a is None:
         raise TypeError(f"{name} must be an array; got None")
+    if hasattr(a, "toarray") and hasattr(a, "nnz"):
+        raise TypeError(f"{name} is a sparse matrix; gpumlp needs a dense array: pass {name}.toarray()")
     if backend_of(a) is None:
         try:
             a = np.asarray(a)
@@ -128,8 +139,8 @@ def check_targets(Y: Any, n_samples: int, loss: str, n_outputs: int, name: str =
         if lo < 0 or hi > 1:
             raise ValueError(f"{name} for {loss} must lie in [0, 1]; got values in [{lo:g}, {hi:g}]")
     if loss == "cross_entropy":
-        sums = Y.sum(axis=1, dtype=np.float64)
-        bad = np.flatnonzero(np.abs(sums - 1.0) > 1e-3)
+        sums = Y.sum(axis=1, dtype=np.promote_types(Y.dtype, np.float32))  # (n,) temporaries only
+        bad = np.flatnonzero((sums < 1.0 - 1e-3) | (sums > 1.0 + 1e-3))
         if bad.size:
             raise ValueError(
                 f"{name} rows for cross_entropy must sum to 1 (one-hot or class probabilities); "

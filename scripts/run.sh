@@ -4,7 +4,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PY="${PYTHON:-python3}"
 here="$(pwd)/gpumlp"
-if ! "$PY" - "$here" <<'PYEOF' 2>/dev/null
+# Run the check from / so that it sees the installed gpumlp, not this folder's.
+if ! (cd / && "$PY" - "$here") <<'PYEOF' 2>/dev/null
 import os, sys
 import gpumlp, sklearn, tqdm
 sys.exit(0 if os.path.realpath(os.path.dirname(gpumlp.__file__)) == os.path.realpath(sys.argv[1]) else 1)

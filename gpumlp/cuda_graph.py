@@ -1,0 +1,274 @@
+"""CUDA graphs: each train step captured once per batch shape and replayed for whole epochs.
+
+On a small network a Python loop that launches ~20 kernels per step costs more than the
+kernels. Here a step is recorded once with stream capture (``stream.begin_capture()`` …
+``stream.end_capture()``) and every later step of that shape is one ``graph.launch()``.
+A replay repeats the recorded launches with the recorded arguments, so whatever changes
+from step to step lives in device memory at fixed addresses:
+
+- X and the targets: on the device for the whole fit;
+- the epoch's permutation: a device buffer refreshed in place once per epoch from the
+  model's seeded host RNG (the same draws as the eager loop: every backend sees the same
+  batches);
+- the batch number: a device int32 that each step reads (the gather offset, Adam's η_t)
+  and increments;
+- Adam's bias-corrected step sizes η_t for the epoch's steps: filled once per epoch;
+- the epoch loss: a device scalar the steps add to, read once at the end of the epoch.
+
+Nothing may be allocated while capturing: a pool block freed after capture could go to
+another array while the graph still writes into it. Every buffer exists before capture, a
+memory hook counts allocations during it, and a capture that allocates or fails in any way
+is dropped with a warning; training then goes on with the same step launched eagerly. The
+first step of each shape runs eagerly (compiling kernels, loading cuBLAS code, filling
+caches) before that shape is captured.
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any, Callable
+
+import numpy as np
+
+from .ops import CupyOps
+from .optimizers import SGD, Adam
+from .validation import check_bool
+
+CUDA_GRAPH_CHOICES = (False, True, "auto")
+
+
+class GraphCaptureError(RuntimeError):
+    """A train step could not be captured as a CUDA graph; the message says why."""
+
+
+def capture_unsupported(xp: Any) -> str | None:
+    """Why stream capture is unavailable with the array module ``xp``; None when it is available."""
+    cuda = getattr(xp, "cuda", None)
+    if cuda is None or not hasattr(getattr(cuda, "Stream", None), "begin_capture"):
+        return f"this CuPy ({getattr(xp, '__version__', 'unknown version')}) has no stream capture"
+    if getattr(getattr(cuda, "runtime", None), "is_hip", False):
+        return "stream capture is not supported on ROCm/HIP"
+    return None
+
+
+def _allocation_counter(xp: Any) -> Any:
+    """A CuPy memory hook that counts pool allocations while it is active."""
+
+    class AllocationCounter(xp.cuda.MemoryHook):
+        name = "gpumlp_capture_allocations"
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.allocations = 0
+
+        def malloc_preprocess(self, **kwargs: Any) -> None:
+            self.allocations += 1
+
+    return AllocationCounter()
+
+
+def _end_capture_quietly(stream: Any) -> None:
+    try:
+        stream.end_capture()
+    except Exception:  # the capture is already invalid; all we need is the stream out of capture mode
+        pass
+
+
+def capture(xp: Any, stream: Any, enqueue: Callable[[], None]) -> Any:
+    """Record the work ``enqueue()`` puts on ``stream`` as a CUDA graph and return the graph.
+
+    Raises :class:`GraphCaptureError` when capture is unavailable, when ``enqueue`` fails under
+    capture (a host sync, an unsupported call), or when it allocated device memory. The stream
+    is out of capture mode afterwards in every case.
+    """
+    why = capture_unsupported(xp)
+    if why:
+        raise GraphCaptureError(why)
+    counter = _allocation_counter(xp)
+    with stream, counter:
+        try:
+            stream.begin_capture()
+        except Exception as exc:
+            raise GraphCaptureError(f"beginning the capture failed ({type(exc).__name__}: {exc})") from exc
+        try:
+            enqueue()
+        except Exception as exc:
+            _end_capture_quietly(stream)
+            raise GraphCaptureError(f"the step failed under capture ({type(exc).__name__}: {exc})") from exc
+        try:
+            graph = stream.end_capture()
+        except Exception as exc:
+            raise GraphCaptureError(f"ending the capture failed ({type(exc).__name__}: {exc})") from exc
+    if counter.allocations:
+        raise GraphCaptureError(f"the step allocated device memory {counter.allocations} time(s) while being captured")
+    return graph
+
+
+def epoch_plan(n: int, batch_size: int) -> list[tuple[int, int]]:
+    """The batch shapes of one epoch as (rows, count): the full batches, then the remainder."""
+    full, rest = divmod(n, batch_size)
+    return [(rows, count) for rows, count in ((batch_size, full), (rest, 1 if rest else 0)) if count]
+
+
+def loop_unsupported(trainer: Any) -> str | None:
+    """Why :class:`DeviceLoop` cannot run ``trainer``'s epochs; None when it can."""
+    model = trainer.model
+    if not isinstance(model.ops, CupyOps):
+        return (f"needs backend='cupy' (a CUDA GPU with CuPy); this model runs on {model.backend.name!r} "
+                f"with {type(model.ops).__name__}")
+    if getattr(trainer.reducer, "size", 1) != 1:
+        return "does not support distributed training (comm=...) yet"
+    if type(trainer.optimizer) not in (SGD, Adam):
+        return f"supports the built-in optimizers 'sgd' and 'adam' only; got {type(trainer.optimizer).__name__}"
+    return None
+
+
+def device_loop(trainer: Any, cuda_graph: "bool | str" = False, allow_tf32: bool = False) -> "DeviceLoop | None":
+    """The :class:`DeviceLoop` that ``fit(cuda_graph=..., allow_tf32=...)`` asks for, or None
+    for the plain loop.
+
+    ``cuda_graph=True`` and ``allow_tf32=True`` raise ValueError where they cannot apply (NumPy,
+    distributed training, a custom optimizer); ``"auto"`` uses graphs where they can apply and
+    quietly does nothing elsewhere. Where stream capture itself is unavailable, graphs are
+    turned off with a warning.
+    """
+    if isinstance(cuda_graph, str):
+        if cuda_graph != "auto":
+            raise ValueError(f"cuda_graph must be True, False or 'auto'; got {cuda_graph!r}")
+    else:
+        cuda_graph = check_bool(cuda_graph, "cuda_graph")
+    allow_tf32 = check_bool(allow_tf32, "allow_tf32")
+    if not cuda_graph and not allow_tf32:
+        return None
+    why = loop_unsupported(trainer)
+    if why:
+        for name, value in (("cuda_graph", cuda_graph), ("allow_tf32", allow_tf32)):
+            if value is True:
+                raise ValueError(f"{name}=True {why}")
+        return None
+    graphs = bool(cuda_graph)
+    reason = capture_unsupported(trainer.model.backend.xp) if graphs else None
+    if reason:
+        if cuda_graph is True:
+            warnings.warn(f"cuda_graph=True: {reason}; training runs without CUDA graphs", RuntimeWarning, stacklevel=3)
+        graphs = False
+        if not allow_tf32:
+            return None
+    return DeviceLoop(trainer, graphs=graphs, allow_tf32=allow_tf32)
+
+
+class DeviceLoop:
+    """Runs a :class:`~gpumlp.training.Trainer`'s epochs on a CuPy stream of its own, the batch
+    number and step sizes in device memory; each step is replayed from a CUDA graph
+    (``graphs=True``, after one eager step per shape) or launched eagerly.
+
+    It computes what ``Trainer.run_epoch`` computes, step for step (same permutation draws,
+    same kernels, same order), and keeps ``optimizer.t`` in step.
+    """
+
+    def __init__(self, trainer: Any, graphs: bool, allow_tf32: bool) -> None:
+        self.trainer = trainer
+        self.model = trainer.model
+        self.ops: CupyOps = self.model.ops
+        self.xp = self.model.backend.xp
+        self.graphs = graphs
+        self.allow_tf32 = allow_tf32
+        self.stream = self.xp.cuda.Stream(non_blocking=True)
+        self.step = self.xp.zeros((1,), dtype=self.xp.int32)  # the batch number within the epoch
+        self.total = self.ops.alloc((), self.model._xp_dtype)  # Σ_n ℓ_n over the epoch so far
+        self.captured: dict[int, Any] = {}  # batch rows -> graph of one step
+        self._bound: tuple[list[Any], tuple[Any, ...]] | None = None
+        self.X = self.T = self.perm = self.lr_schedule = None
+
+    # ----- what the graphs depend on ------------------------------------------------------
+    def _bind(self, X: Any, T: Any, plan: list[tuple[int, int]]) -> None:
+        """Point the loop at (X, T) and the current parameters; drop the graphs when anything a
+        graph baked in (an array's address, a hyperparameter) has changed since capture."""
+        tr, model, opt = self.trainer, self.model, self.trainer.optimizer
+        workspaces = [model.workspace(rows) for rows, _ in plan]  # allocated here, never under capture
+        arrays = [X, T, *model.params, *(a for state in opt.state.values() for a in state)]
+        for ws in workspaces:
+            arrays += [*ws.Z, *ws.D[1:], ws.T, *ws.grads]
+        values = (X.shape, T.shape, tr.loss, tr.l2, tr.clip_norm, tr.batch_size, opt.name,
+                  tuple(sorted(opt.hyper().items())))
+        old = self._bound
+        if old is not None and old[1] == values and len(old[0]) == len(arrays) and all(
+                a is b for a, b in zip(old[0], arrays)):
+            return
+        self.captured.clear()
+        self._bound = (arrays, values)
+        self.X, self.T = (a if a.flags.c_contiguous else self.xp.ascontiguousarray(a) for a in (X, T))
+        steps = sum(count for _, count in plan)
+        self.perm = self.xp.zeros((X.shape[0],), dtype=self.xp.int64)
+        self.lr_schedule = self.ops.alloc((steps,), model._xp_dtype)
+
+    # ----- one step, on whatever stream is current ----------------------------------------------
+    def _enqueue_step(self, rows: int) -> None:
+        """Batch number step[0]: gather, forward, loss, backward, L2, clipping, update, step += 1.
+        The same calls in the same order as ``Trainer.step``; nothing here reads the device."""
+        tr, model, ops = self.trainer, self.model, self.ops
+        ws = model.workspace(rows)
+        ops.gather_batch(self.X, self.T, self.perm, self.step, tr.batch_size, ws.Z[0], ws.T)
+        Y = model.forward_into(ws)
+        ops.add_loss_sum(tr.loss, Y, ws.T, self.total)
+        grads = model.backward_into(ws, ws.T, tr.loss, 1.0 / rows)
+        model.add_l2(grads, tr.l2)
+        if tr.clip_norm is not None:
+            grads = ops.clip_global_norm(grads, tr.clip_norm)
+        opt = tr.optimizer
+        for i, (p, g) in enumerate(zip(model.params, grads)):
+            if isinstance(opt, Adam):  # η_t from the device: a replay must not reuse the captured step's
+                m, v = opt.state["m"][i], opt.state["v"][i]
+                ops.adam_update_scheduled(p, g, m, v, self.lr_schedule, self.step, opt.beta1, opt.beta2, opt.eps)
+            else:
+                opt.update(i, p, g)
+        ops.advance(self.step, ws.T.dtype)
+
+    def _capture(self, rows: int) -> Any:
+        try:
+            graph = capture(self.xp, self.stream, lambda: self._enqueue_step(rows))
+        except GraphCaptureError as exc:
+            warnings.warn(f"CUDA graph capture failed: {exc}. Training goes on without CUDA graphs.",
+                          RuntimeWarning, stacklevel=4)
+            self.graphs = False
+            return None
+        self.captured[rows] = graph
+        return graph
+
+    def _run(self, rows: int, count: int) -> None:
+        graph = self.captured.get(rows)
+        if graph is None and self.graphs:
+            self._enqueue_step(rows)  # warm-up, and a real step of the epoch
+            count -= 1
+            graph = self._capture(rows)
+        for _ in range(count):
+            if graph is not None:
+                graph.launch(stream=self.stream)
+            else:
+                self._enqueue_step(rows)
+
+    # ----- an epoch -------------------------------------------------------------------------------
+    def run_epoch(self, X: Any, T: Any) -> float:
+        """One pass over (X, T), already on the device; returns the mean training loss (with the
+        L2 term), as ``Trainer.run_epoch`` does. The host waits for the device once, at the end."""
+        tr, model, ops, xp = self.trainer, self.model, self.ops, self.xp
+        n = X.shape[0]
+        plan = epoch_plan(n, tr.batch_size)
+        order = tr.rng.permutation(n) if tr.shuffle else np.arange(n)
+        self._bind(X, T, plan)
+        opt = tr.optimizer
+        steps = sum(count for _, count in plan)
+        caller = xp.cuda.get_current_stream()
+        with self.stream, ops.matmul_precision(self.allow_tf32):
+            self.stream.wait_event(caller.record())  # the caller's queued work (restores, copies) first
+            ops.assign(self.perm, model.backend.asarray(order.astype(np.int64, copy=False)))
+            if isinstance(opt, Adam):
+                sizes = [opt.step_size(opt.t + i) for i in range(1, steps + 1)]
+                ops.assign(self.lr_schedule, model.backend.asarray(np.asarray(sizes), dtype=model._xp_dtype))
+            self.step.fill(0)
+            self.total.fill(0)
+            for rows, count in plan:
+                self._run(rows, count)
+            opt.t += steps
+            total = float(self.total)
+        return total / n + model.l2_penalty(tr.l2)

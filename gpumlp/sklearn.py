@@ -1,0 +1,581 @@
+"""scikit-learn estimators backed by gpumlp: :class:`MLPClassifier` and :class:`MLPRegressor`.
+
+They take scikit-learn's parameter names with the same meanings (solvers "sgd" and "adam",
+learning-rate schedules, ``tol`` / ``n_iter_no_change`` stopping, early stopping on a held-out
+``validation_fraction`` scored by accuracy or R², ``warm_start``, ``partial_fit``) plus
+``backend`` ("auto" trains on a CUDA GPU when CuPy sees one) and ``dtype`` (None keeps float32
+input float32). Training runs in gpumlp's batched fit loop; the scikit-learn bookkeeping
+(``loss_curve_``, ``validation_scores_``, ``best_loss_``, the stopping rule) runs in an
+epoch callback. ``predict`` / ``predict_proba`` / ``score`` always return NumPy.
+
+Mapping of the regularisation: scikit-learn adds ``alpha / (2 * batch) * ||W||²`` to each
+batch loss; gpumlp's ``l2`` adds ``(l2 / 2) * ||W||²``, so ``l2 = alpha / batch_size`` gives the
+same gradients and the same ``loss_curve_``.
+
+Weights start from scikit-learn's initialisation drawn from ``random_state`` in its order, and
+the early-stopping split is the same; only the order of the minibatches differs.
+
+Differences from scikit-learn: no "lbfgs" solver, no ``sample_weight``, no sparse input; each ``fit``
+with ``warm_start=True`` restarts the no-improvement count, so it trains for up to ``max_iter``
+more epochs instead of stopping at once when the previous fit had stalled; a run that diverges
+raises :class:`gpumlp.DivergenceError` (a FloatingPointError) in the epoch where it happens, with
+the network and ``loss_curve_`` / ``n_iter_`` at the last good epoch, where scikit-learn raises a
+ValueError once ``max_iter`` is done.
+"""
+
+from __future__ import annotations
+
+import numbers
+import warnings
+from typing import Any
+
+import numpy as np
+from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin, is_classifier
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.metrics import accuracy_score, r2_score
+from sklearn.model_selection import train_test_split
+from sklearn.preprocessing import LabelBinarizer
+from sklearn.utils import check_random_state
+from sklearn.utils.multiclass import check_classification_targets, type_of_target, unique_labels
+from sklearn.utils.validation import check_is_fitted, column_or_1d, validate_data
+
+from .backend import backend_of, to_numpy
+from .io import model_meta
+from .network import MLP
+from .optimizers import SGD, Adam, Optimizer
+from .training import fit as _train
+from .validation import check_bool, check_choice, check_number
+
+__all__ = ["MLPClassifier", "MLPRegressor"]
+
+# scikit-learn's activation names -> gpumlp's.
+ACTIVATIONS = {"identity": "identity", "logistic": "sigmoid", "tanh": "tanh", "relu": "relu"}
+SOLVERS = ("sgd", "adam")
+LEARNING_RATES = ("constant", "invscaling", "adaptive")
+_OPTIMIZERS = {"sgd": SGD, "adam": Adam}
+
+
+def _host(a: Any) -> Any:
+    """Device arrays (CuPy, array_api_strict) as NumPy; anything else unchanged for validate_data."""
+    owner = backend_of(a)
+    return to_numpy(a) if owner is not None and owner.name != "numpy" else a
+
+
+def _dtype_name(dtype: Any) -> str:
+    """``dtype`` ("float32", np.float32, np.dtype(...)) as "float32" or "float64"; else ValueError."""
+    if not isinstance(dtype, str):
+        dtype = str(np.dtype(dtype)) if isinstance(dtype, (type, np.dtype)) else repr(dtype)
+    return check_choice(dtype, "dtype", ("float32", "float64"))
+
+
+class _EpochMonitor:
+    """fit callback doing scikit-learn's per-epoch bookkeeping and stopping rule.
+
+    Records the loss, scores the validation split (early stopping) and keeps a device copy
+    of the best weights, applies the "invscaling" / "adaptive" learning-rate schedules, and
+    returns True (stop) once the monitored quantity has not improved by ``tol`` for more
+    than ``n_iter_no_change`` epochs.
+    """
+
+    def __init__(
+        self, est: "_BaseMLP", optimizer: Optimizer, n_samples: int, l2: float,
+        X_val: np.ndarray | None, y_val: np.ndarray | None,
+    ) -> None:
+        self.est, self.optimizer, self.n_samples, self.l2 = est, optimizer, n_samples, l2
+        model = est._model
+        self.X_val = None if X_val is None else model.backend.asarray(X_val, dtype=model.backend.dtype(model.dtype))
+        self.y_val = y_val
+        self.best_params: list[Any] | None = None
+        self.converged = False
+        self._before: tuple[dict[str, Any], list[tuple[list, int]], tuple[Any, ...]] | None = None
+
+    def __call__(self, model: MLP, epoch: int, logs: dict) -> bool:
+        est = self.est
+        names = ("n_iter_", "t_", "loss_", "best_loss_", "best_validation_score_", "_no_improvement_count")
+        curves = (est.loss_curve_, est.validation_scores_, est.validation_loss_curve_)
+        self._before = (
+            {k: getattr(est, k, None) for k in names},
+            [(c, len(c)) for c in curves if c is not None],
+            (self.best_params, self.optimizer.lr, self.converged),
+        )
+        est.n_iter_ += 1
+        est.t_ += self.n_samples
+        est.loss_ = est._reported_loss(logs["loss"], self.l2)
+        est.loss_curve_.append(est.loss_)
+        if "val_loss" in logs:
+            est.validation_loss_curve_.append(est._reported_loss(logs["val_loss"], self.l2))
+        if est.verbose:
+            print(f"Iteration {est.n_iter_}, loss = {est.loss_:.8f}")
+        if self.X_val is not None:
+            score = est._score_output(model.backend.to_numpy(model.forward(self.X_val)), self.y_val)
+            est.validation_scores_.append(score)
+            if est.verbose:
+                print(f"Validation score: {score:f}")
+            improved = not score < est.best_validation_score_ + est.tol
+            if score > est.best_validation_score_:
+                est.best_validation_score_ = score
+                self.best_params = [model.ops.copy(p) for p in model.params]
+        else:
+            improved = not est.loss_ > est.best_loss_ - est.tol
+            est.best_loss_ = min(est.best_loss_, est.loss_)
+        est._no_improvement_count = 0 if improved else est._no_improvement_count + 1
+        sgd = est.solver == "sgd"
+        if sgd and est.learning_rate == "invscaling":
+            self.optimizer.lr = est.learning_rate_init / (est.t_ + 1) ** est.power_t
+        if est._no_improvement_count <= est.n_iter_no_change:
+            return False
+        what = "Validation score" if self.X_val is not None else "Training loss"
+        msg = f"{what} did not improve more than tol={est.tol:f} for {est.n_iter_no_change} consecutive epochs."
+        if sgd and est.learning_rate == "adaptive" and self.optimizer.lr > 1e-6:
+            self.optimizer.lr /= 5.0
+            est._no_improvement_count = 0
+            if est.verbose:
+                print(f"{msg} Setting learning rate to {self.optimizer.lr:f}")
+            return False
+        if est.verbose:
+            print(f"{msg} Stopping.")
+        self.converged = True
+        return True
+
+    def undo_epoch(self) -> None:
+        """Put the estimator's bookkeeping back to before the last call (its epoch was rolled back)."""
+        if self._before is None:
+            return
+        attributes, lengths, (self.best_params, self.optimizer.lr, self.converged) = self._before
+        for name, value in attributes.items():
+            setattr(self.est, name, value)
+        for curve, n in lengths:
+            del curve[n:]
+
+    def restore_best(self) -> None:
+        """Put the best-scoring weights back (early stopping), as scikit-learn does."""
+        if self.best_params is not None:
+            model = self.est._model
+            for p, best in zip(model.params, self.best_params):
+                model.ops.assign(p, best)
+
+
+class _BaseMLP(BaseEstimator):
+    """Shared parameters, validation, training loop and pickling of the two estimators."""
+
+    def __init__(
+        self,
+        hidden_layer_sizes: Any = (100,),
+        activation: str = "relu",
+        *,
+        solver: str = "adam",
+        alpha: float = 0.0001,
+        batch_size: "int | str" = "auto",
+        learning_rate: str = "constant",
+        learning_rate_init: float = 0.001,
+        power_t: float = 0.5,
+        max_iter: int = 200,
+        shuffle: bool = True,
+        random_state: Any = None,
+        tol: float = 1e-4,
+        verbose: bool = False,
+        warm_start: bool = False,
+        momentum: float = 0.9,
+        nesterovs_momentum: bool = True,
+        early_stopping: bool = False,
+        validation_fraction: float = 0.1,
+        beta_1: float = 0.9,
+        beta_2: float = 0.999,
+        epsilon: float = 1e-8,
+        n_iter_no_change: int = 10,
+        backend: str = "auto",
+        dtype: str | None = None,
+    ) -> None:
+        self.hidden_layer_sizes = hidden_layer_sizes
+        self.activation = activation
+        self.solver = solver
+        self.alpha = alpha
+        self.batch_size = batch_size
+        self.learning_rate = learning_rate
+        self.learning_rate_init = learning_rate_init
+        self.power_t = power_t
+        self.max_iter = max_iter
+        self.shuffle = shuffle
+        self.random_state = random_state
+        self.tol = tol
+        self.verbose = verbose
+        self.warm_start = warm_start
+        self.momentum = momentum
+        self.nesterovs_momentum = nesterovs_momentum
+        self.early_stopping = early_stopping
+        self.validation_fraction = validation_fraction
+        self.beta_1 = beta_1
+        self.beta_2 = beta_2
+        self.epsilon = epsilon
+        self.n_iter_no_change = n_iter_no_change
+        self.backend = backend
+        self.dtype = dtype
+
+    # ----- parameters -------------------------------------------------------------------
+    def _hidden_sizes(self) -> list[int]:
+        sizes = self.hidden_layer_sizes
+        if isinstance(sizes, numbers.Integral):
+            sizes = [sizes]
+        if isinstance(sizes, str) or not hasattr(sizes, "__iter__"):
+            raise TypeError(f"hidden_layer_sizes must be an int or a sequence of ints; got {sizes!r}")
+        sizes = list(sizes)
+        if any(isinstance(s, bool) or not isinstance(s, numbers.Integral) or s <= 0 for s in sizes):
+            raise ValueError(f"hidden_layer_sizes must be > 0, got {sizes}.")
+        return [int(s) for s in sizes]
+
+    def _check_params(self) -> None:
+        """Validate every constructor parameter; errors name the parameter."""
+        check_choice(self.activation, "activation", tuple(ACTIVATIONS))
+        if self.solver == "lbfgs":
+            raise ValueError(
+                "solver='lbfgs' is not supported by gpumlp, which trains by minibatch gradient descent; "
+                "use 'adam' or 'sgd'"
+            )
+        check_choice(self.solver, "solver", SOLVERS)
+        check_choice(self.learning_rate, "learning_rate", LEARNING_RATES)
+        check_number(self.alpha, "alpha", allow_zero=True)
+        if not (isinstance(self.batch_size, str) and self.batch_size == "auto"):
+            check_number(self.batch_size, "batch_size", integer=True)
+        check_number(self.learning_rate_init, "learning_rate_init")
+        check_number(self.power_t, "power_t", allow_zero=True)
+        check_number(self.max_iter, "max_iter", integer=True)
+        check_number(self.tol, "tol", allow_zero=True)
+        check_number(self.momentum, "momentum", allow_zero=True, upper=1.0, upper_inclusive=True)
+        check_number(self.validation_fraction, "validation_fraction", allow_zero=True, upper=1.0)
+        check_number(self.beta_1, "beta_1", allow_zero=True, upper=1.0)
+        check_number(self.beta_2, "beta_2", allow_zero=True, upper=1.0)
+        check_number(self.epsilon, "epsilon")
+        check_number(self.n_iter_no_change, "n_iter_no_change", integer=True)
+        for name in ("shuffle", "warm_start", "nesterovs_momentum", "early_stopping"):
+            check_bool(getattr(self, name), name)
+        if self.dtype is not None:
+            _dtype_name(self.dtype)
+        self._hidden_sizes()
+
+    def _new_optimizer(self) -> Optimizer:
+        if self.solver == "adam":
+            return Adam(lr=self.learning_rate_init, beta1=self.beta_1, beta2=self.beta_2, eps=self.epsilon)
+        nesterov = self.nesterovs_momentum and self.momentum > 0
+        return SGD(lr=self.learning_rate_init, momentum=self.momentum, nesterov=nesterov)
+
+    # ----- fitting ----------------------------------------------------------------------
+    def _fit(self, X: Any, y: Any, incremental: bool) -> "_BaseMLP":
+        self._check_params()
+        if self.early_stopping and incremental:
+            raise ValueError("partial_fit does not support early_stopping=True")
+        first_pass = not hasattr(self, "_model") or (not self.warm_start and not incremental)
+        X, Y = self._validate_input(_host(X), _host(y), incremental, reset=first_pass)
+        if first_pass:
+            dtype = _dtype_name(self.dtype) if self.dtype is not None else X.dtype.name
+        else:
+            dtype = self._model.dtype
+        X, Y = X.astype(dtype, copy=False), Y.astype(dtype, copy=False)
+        random_state = check_random_state(self.random_state)
+        if first_pass:
+            self._initialize(X.shape[1], Y.shape[1], dtype, random_state)
+        elif Y.shape[1] != self.n_outputs_:
+            raise ValueError(f"y has {Y.shape[1]} outputs; the fitted model has {self.n_outputs_}")
+        elif (self.validation_scores_ is not None) != self.early_stopping:
+            self._reset_stopping_state()  # warm start with early_stopping switched on or off
+        if not incremental or getattr(self, "_optimizer", None) is None:
+            self._optimizer = self._new_optimizer()
+        X_val = y_val = Y_val = None
+        if self.early_stopping:
+            stratify = Y if is_classifier(self) and self.n_outputs_ == 1 else None
+            X, X_val, Y, Y_val = train_test_split(
+                X, Y, random_state=random_state, test_size=self.validation_fraction, stratify=stratify
+            )
+            if X_val.shape[0] < 2:
+                raise ValueError(
+                    "The validation set is too small. Increase 'validation_fraction' or the size of your dataset."
+                )
+            y_val = self._targets_for_score(Y_val)
+        n = X.shape[0]
+        if self.batch_size == "auto":
+            batch_size = min(200, n)
+        else:
+            if self.batch_size > n:
+                warnings.warn(
+                    "Got `batch_size` less than 1 or larger than sample size. It is going to be clipped", stacklevel=3
+                )
+            batch_size = int(np.clip(self.batch_size, 1, n))
+        l2 = self.alpha / batch_size
+        # A fresh network shuffles with a seed from random_state; later calls continue its RNG.
+        seed = int(random_state.randint(np.iinfo(np.int32).max)) if first_pass else None
+        monitor = _EpochMonitor(self, self._optimizer, n, l2, X_val, y_val)
+        self.n_iter_ = 0
+        if not incremental:
+            self._no_improvement_count = 0
+        try:
+            _train(
+                self._model, X, Y, optimizer=self._optimizer, l2=l2, epochs=1 if incremental else self.max_iter,
+                batch_size=batch_size, shuffle=bool(self.shuffle), seed=seed,
+                validation_data=None if X_val is None else (X_val, Y_val), callbacks=[monitor],
+            )
+        except KeyboardInterrupt:  # fit put the model back to its last complete epoch
+            if self.n_iter_ > len(self._model.history.get("loss", ())):
+                monitor.undo_epoch()  # the Ctrl-C came during the monitor's epoch, which fit rolled back
+            warnings.warn("Training interrupted by user.", stacklevel=3)
+        if self.early_stopping:
+            monitor.restore_best()
+        if not incremental and not monitor.converged and self.n_iter_ == self.max_iter:
+            warnings.warn(
+                f"Stochastic Optimizer: Maximum iterations ({self.max_iter}) reached and the optimization "
+                "hasn't converged yet.",
+                ConvergenceWarning,
+                stacklevel=3,
+            )
+        return self
+
+    def _initialize(self, n_features: int, n_outputs: int, dtype: str, random_state: np.random.RandomState) -> None:
+        """Build a fresh network and reset the fitted attributes (first fit, or no warm start)."""
+        self.out_activation_ = self._output_activation()
+        output = "sigmoid" if self.out_activation_ == "logistic" else self.out_activation_
+        sizes = [n_features, *self._hidden_sizes(), n_outputs]
+        self._model = MLP(
+            sizes, hidden_activation=ACTIVATIONS[self.activation], output_activation=output, dtype=dtype,
+            backend=self.backend, seed=0,
+        )
+        # scikit-learn's initialisation, drawn in its order: Glorot uniform for W and b.
+        factor = 2.0 if self.activation == "logistic" else 6.0
+        weights = []
+        for n_in, n_out in zip(sizes[:-1], sizes[1:]):
+            bound = np.sqrt(factor / (n_in + n_out))
+            W = random_state.uniform(-bound, bound, (n_in, n_out))
+            weights.append((W, random_state.uniform(-bound, bound, n_out)))
+        self._model.set_weights(weights)
+        self._optimizer = None
+        self.n_outputs_ = n_outputs
+        self.n_layers_ = len(self._model.sizes)
+        self.n_iter_ = 0
+        self.t_ = 0
+        self.loss_curve_: list[float] = []
+        self._no_improvement_count = 0
+        self._reset_stopping_state()
+
+    def _reset_stopping_state(self) -> None:
+        """What the stopping rule tracks: validation scores (early stopping) or the best loss."""
+        if self.early_stopping:
+            self.validation_scores_: list[float] | None = []
+            self.validation_loss_curve_: list[float] | None = []
+            self.best_validation_score_: float | None = -np.inf
+            self.best_loss_: float | None = None
+        else:
+            self.validation_scores_ = None
+            self.validation_loss_curve_ = None
+            self.best_validation_score_ = None
+            self.best_loss_ = np.inf
+
+    def _reported_loss(self, loss: float, l2: float) -> float:
+        """gpumlp's epoch loss as scikit-learn reports it (only multi-output MSE differs)."""
+        return float(loss)
+
+    # ----- prediction -------------------------------------------------------------------
+    def _output(self, X: Any) -> np.ndarray:
+        """Validated X through the network; a NumPy (n_samples, n_outputs) array."""
+        check_is_fitted(self)
+        # scikit-learn's checks first (check_estimator expects their messages), then MLP.predict
+        # runs gpumlp's shared validation.check_inputs on what they let through.
+        X = validate_data(self, _host(X), dtype=(np.float64, np.float32), reset=False)
+        return np.asarray(to_numpy(self._model.predict(X)))
+
+    @property
+    def coefs_(self) -> list[np.ndarray]:
+        """Weight matrices W_l as NumPy copies (scikit-learn's ``coefs_``)."""
+        return [W for W, _ in self._fitted_model().get_weights()]
+
+    @property
+    def intercepts_(self) -> list[np.ndarray]:
+        """Bias vectors b_l as NumPy copies (scikit-learn's ``intercepts_``)."""
+        return [b for _, b in self._fitted_model().get_weights()]
+
+    @property
+    def model_(self) -> MLP:
+        """The trained :class:`gpumlp.MLP` (for ``save``, ``to`` or direct use)."""
+        return self._fitted_model()
+
+    def _fitted_model(self) -> MLP:
+        model = self.__dict__.get("_model")
+        if model is None:
+            raise AttributeError(f"This {type(self).__name__} instance is not fitted yet.")
+        return model
+
+    def __sklearn_tags__(self) -> Any:
+        tags = super().__sklearn_tags__()
+        tags.input_tags.sparse = False
+        return tags
+
+    # ----- pickling: the network holds backend modules, so store weights instead ----------
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(super().__getstate__())  # object.__getstate__ returns __dict__ itself
+        model = state.pop("_model", None)
+        if model is not None:
+            state["_model_state"] = {
+                "meta": model_meta(model), "weights": model.get_weights(), "rng": model.rng.bit_generator.state,
+            }
+        optimizer = state.pop("_optimizer", None)
+        if optimizer is not None:
+            state["_optimizer_state"] = optimizer.state_dict()
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        model_state = state.pop("_model_state", None)
+        optimizer_state = state.pop("_optimizer_state", None)
+        super().__setstate__(state)
+        if model_state is None:
+            return
+        meta = model_state["meta"]
+        kwargs = {k: meta[k] for k in ("hidden_activation", "output_activation", "dtype", "seed")}
+        try:
+            model = MLP(meta["sizes"], backend=self.backend, **kwargs)
+        except RuntimeError as exc:
+            msg = f"{exc}; the unpickled {type(self).__name__} runs on NumPy instead"
+            warnings.warn(msg, RuntimeWarning, stacklevel=2)
+            model = MLP(meta["sizes"], backend="numpy", **kwargs)
+        model.set_weights(model_state["weights"])
+        model.rng.bit_generator.state = model_state["rng"]
+        self._model = model
+        self._optimizer = None
+        if optimizer_state is not None:
+            optimizer = _OPTIMIZERS[optimizer_state["name"]](**optimizer_state["hyper"])
+            optimizer.load_state_dict(optimizer_state, model.params, model.backend)
+            self._optimizer = optimizer
+
+
+class MLPClassifier(ClassifierMixin, _BaseMLP):
+    """Multi-layer perceptron classifier on NumPy or a CUDA GPU, with scikit-learn's interface.
+
+    Softmax output and cross-entropy for multiclass targets, one logistic output for binary
+    targets and one logistic output per label for multilabel indicator targets, as in
+    ``sklearn.neural_network.MLPClassifier``. Besides scikit-learn's fitted attributes it
+    sets ``validation_loss_curve_``: the validation-split loss per epoch when
+    ``early_stopping=True`` (None otherwise).
+    """
+
+    def _output_activation(self) -> str:
+        return "softmax" if self._label_binarizer.y_type_ == "multiclass" else "logistic"
+
+    def _validate_input(self, X: Any, y: Any, incremental: bool, reset: bool) -> tuple[np.ndarray, np.ndarray]:
+        X, y = validate_data(self, X, y, multi_output=True, dtype=(np.float64, np.float32), reset=reset)
+        if y.ndim == 2 and y.shape[1] == 1:
+            y = column_or_1d(y, warn=True)
+        check_classification_targets(y)
+        if not hasattr(self, "classes_") or (not self.warm_start and not incremental):
+            self._label_binarizer = LabelBinarizer()
+            self._label_binarizer.fit(y)
+            self.classes_ = self._label_binarizer.classes_
+        else:
+            classes = unique_labels(y)
+            if self.warm_start and not incremental:
+                if set(classes) != set(self.classes_):
+                    raise ValueError(
+                        "warm_start can only be used where `y` has the same classes as in the previous call to "
+                        f"fit. Previously got {self.classes_}, `y` has {classes}"
+                    )
+            elif len(np.setdiff1d(classes, self.classes_, assume_unique=True)):
+                raise ValueError(
+                    f"`y` has classes not in `self.classes_`. `self.classes_` has {self.classes_}. 'y' has {classes}."
+                )
+        return X, self._label_binarizer.transform(y)
+
+    def _targets_for_score(self, Y: np.ndarray) -> np.ndarray:
+        return self._label_binarizer.inverse_transform(Y)
+
+    def _score_output(self, out: np.ndarray, y_true: np.ndarray) -> float:
+        if not np.isfinite(out).all():
+            return float("nan")
+        return float(accuracy_score(y_true, self._labels(out)))
+
+    def _labels(self, out: np.ndarray) -> np.ndarray:
+        return self._label_binarizer.inverse_transform(out.ravel() if self.n_outputs_ == 1 else out)
+
+    def fit(self, X: Any, y: Any) -> "MLPClassifier":
+        """Train on X (n_samples, n_features) and labels y (n_samples,) or a multilabel indicator matrix."""
+        return self._fit(X, y, incremental=False)
+
+    def partial_fit(self, X: Any, y: Any, classes: Any = None) -> "MLPClassifier":
+        """One epoch over (X, y), keeping weights and optimizer state; ``classes`` is required on the first call."""
+        if getattr(self, "classes_", None) is None:
+            if classes is None:
+                raise ValueError("classes must be passed on the first call to partial_fit.")
+            self._label_binarizer = LabelBinarizer()
+            self._label_binarizer.fit(y if type_of_target(y).startswith("multilabel") else classes)
+            self.classes_ = self._label_binarizer.classes_
+        elif classes is not None and not np.array_equal(self.classes_, unique_labels(classes)):
+            raise ValueError(
+                f"`classes={classes!r}` is not the same as on last call to partial_fit, was: {self.classes_!r}"
+            )
+        return self._fit(X, y, incremental=True)
+
+    def predict(self, X: Any) -> np.ndarray:
+        """Predicted class labels (a NumPy array, also after GPU training)."""
+        return self._labels(self._output(X))
+
+    def predict_proba(self, X: Any) -> np.ndarray:
+        """Class probabilities (n_samples, n_classes) in the order of ``classes_``, as NumPy."""
+        out = self._output(X)
+        if self.n_outputs_ == 1:
+            p = out.ravel()
+            return np.vstack([1 - p, p]).T
+        return out
+
+    def predict_log_proba(self, X: Any) -> np.ndarray:
+        """Log of :meth:`predict_proba`."""
+        proba = self.predict_proba(X)
+        return np.log(proba, out=proba)
+
+    def __sklearn_tags__(self) -> Any:
+        tags = super().__sklearn_tags__()
+        tags.classifier_tags.multi_label = True
+        return tags
+
+
+class MLPRegressor(RegressorMixin, _BaseMLP):
+    """Multi-layer perceptron regressor (identity output, squared error) with scikit-learn's interface.
+
+    ``loss_curve_`` is scikit-learn's half mean squared error (averaged over outputs) plus the
+    ``alpha`` term. Besides scikit-learn's fitted attributes it sets
+    ``validation_loss_curve_``: the validation-split loss per epoch when ``early_stopping=True``.
+    """
+
+    def _output_activation(self) -> str:
+        return "identity"
+
+    def _validate_input(self, X: Any, y: Any, incremental: bool, reset: bool) -> tuple[np.ndarray, np.ndarray]:
+        X, y = validate_data(self, X, y, multi_output=True, y_numeric=True, dtype=(np.float64, np.float32), reset=reset)
+        if y.ndim == 2 and y.shape[1] == 1:
+            y = column_or_1d(y, warn=True)
+        return X, y.reshape(-1, 1) if y.ndim == 1 else y
+
+    def _reported_loss(self, loss: float, l2: float) -> float:
+        # gpumlp sums ½(ŷ−y)² over outputs; scikit-learn averages it over them.
+        if self.n_outputs_ == 1:
+            return float(loss)
+        penalty = self._model.l2_penalty(l2)
+        return (float(loss) - penalty) / self.n_outputs_ + penalty
+
+    def _targets_for_score(self, Y: np.ndarray) -> np.ndarray:
+        return Y
+
+    def _score_output(self, out: np.ndarray, y_true: np.ndarray) -> float:
+        if not np.isfinite(out).all():
+            return float("nan")
+        return float(r2_score(y_true, out))
+
+    def fit(self, X: Any, y: Any) -> "MLPRegressor":
+        """Train on X (n_samples, n_features) and targets y (n_samples,) or (n_samples, n_outputs)."""
+        return self._fit(X, y, incremental=False)
+
+    def partial_fit(self, X: Any, y: Any) -> "MLPRegressor":
+        """One epoch over (X, y), keeping weights and optimizer state."""
+        return self._fit(X, y, incremental=True)
+
+    def predict(self, X: Any) -> np.ndarray:
+        """Predictions as NumPy: (n_samples,) for a single output, else (n_samples, n_outputs)."""
+        out = self._output(X)
+        return out.ravel() if out.shape[1] == 1 else out
+
+    def __sklearn_tags__(self) -> Any:
+        tags = super().__sklearn_tags__()
+        tags.target_tags.multi_output = True
+        return tags

@@ -1,0 +1,425 @@
+"""Run gpumlp's CUDA kernels and CUDA-graph logic on the CPU, for machines without a GPU.
+
+The kernel source of :func:`gpumlp.ops.cuda_source` is compiled with the host C++ compiler
+against a small shim: blocks run one after another and the threads of a block as coroutines
+(a small x86-64 context switch), so ``__syncthreads`` and warp shuffles behave as on a GPU,
+and a divergent barrier aborts instead of hanging. :class:`EmulatedCupy` stands in for the few CuPy pieces that
+:class:`~gpumlp.ops.CupyOps` and :mod:`gpumlp.cuda_graph` use, on NumPy arrays:
+
+- ``RawModule``: the compiled shim; a launch checks every argument's type against the
+  kernel's C signature (a Python float where CUDA wants ``float`` is an error, as it would be
+  a silent bug on a GPU) and that arrays are C-contiguous;
+- streams, stream capture and graphs: while a stream captures, kernel launches and
+  ``matmul(out=)`` are recorded, not run, and ``graph.launch()`` replays them with the recorded
+  arguments, so anything a step computes on the host is baked in exactly as in a CUDA graph;
+  any other array function called under capture raises (it would not be replayed);
+- ``cuda.MemoryHook``: allocation functions report to the active hooks;
+- ``_core._routines_linalg``: the compute-type switch behind TF32 (recorded, no effect).
+
+Everything else is NumPy. This checks the kernels' indexing, reductions and numerics and the
+graph bookkeeping; it cannot check CUDA itself (cuBLAS, real capture rules, timing).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import os
+import platform
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from types import SimpleNamespace
+from typing import Any, Callable
+
+import numpy as np
+
+from gpumlp.backend import Backend
+from gpumlp.ops import CupyOps
+
+_SHIM = r"""
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <functional>
+#include <vector>
+using std::exp; using std::log; using std::sqrt; using std::tanh;
+
+struct emu_dim3 { unsigned x, y, z; };
+static emu_dim3 threadIdx, blockIdx, blockDim, gridDim;
+#define __global__
+#define __device__
+#define __forceinline__ inline
+#define __shared__ static
+
+/* emu_switch(save, to): save the callee-saved registers and stack pointer in *save, resume
+   the context whose stack pointer is ``to`` (System V x86-64). */
+extern "C" void emu_switch(void** save, void* to);
+asm(R"(
+.text
+.globl emu_switch
+.type emu_switch, @function
+emu_switch:
+    pushq %rbp
+    pushq %rbx
+    pushq %r12
+    pushq %r13
+    pushq %r14
+    pushq %r15
+    movq %rsp, (%rdi)
+    movq %rsi, %rsp
+    popq %r15
+    popq %r14
+    popq %r13
+    popq %r12
+    popq %rbx
+    popq %rbp
+    ret
+.size emu_switch, .-emu_switch
+)");
+
+namespace emu {
+enum { RUN, WAIT_BLOCK, WAIT_WARP, DONE };
+const size_t STACK = 64 * 1024;
+struct Thread { void* sp; char* stack; int state; unsigned x, y; };
+static std::vector<Thread> threads;
+static void* scheduler;
+static int current;
+static std::function<void()> body;
+static unsigned long long exchange[1024];
+
+static void entry() {
+    body();
+    threads[current].state = DONE;
+    emu_switch(&threads[current].sp, scheduler);
+    std::abort();  // a finished thread is never resumed
+}
+static void wait(int state) { threads[current].state = state; emu_switch(&threads[current].sp, scheduler); }
+static int linear() { return threadIdx.y * blockDim.x + threadIdx.x; }
+
+static void run_block(int n) {
+    while ((int)threads.size() < n) threads.push_back({nullptr, static_cast<char*>(std::malloc(STACK)), DONE, 0, 0});
+    for (int i = 0; i < n; ++i) {
+        Thread& t = threads[i];
+        uintptr_t top = (reinterpret_cast<uintptr_t>(t.stack) + STACK) & ~uintptr_t(15);
+        void** frame = reinterpret_cast<void**>(top - 64);  /* 6 registers, then entry as the return address */
+        for (int r = 0; r < 6; ++r) frame[r] = nullptr;
+        frame[6] = reinterpret_cast<void*>(&entry);
+        frame[7] = nullptr;
+        t.sp = frame;
+        t.state = RUN;
+        t.x = i % blockDim.x;
+        t.y = i / blockDim.x;
+    }
+    for (;;) {
+        for (int i = 0; i < n; ++i) {
+            if (threads[i].state != RUN) continue;
+            current = i;
+            threadIdx = {threads[i].x, threads[i].y, 0};
+            emu_switch(&scheduler, threads[i].sp);
+        }
+        bool all_done = true, all_block = true, released = false;
+        for (int i = 0; i < n; ++i) {
+            if (threads[i].state != DONE) all_done = false;
+            if (threads[i].state != DONE && threads[i].state != WAIT_BLOCK) all_block = false;
+        }
+        if (all_done) return;
+        if (all_block) {
+            for (int i = 0; i < n; ++i) if (threads[i].state == WAIT_BLOCK) threads[i].state = RUN;
+            continue;
+        }
+        for (int w = 0; w < n; w += 32) {
+            bool all_warp = true, any = false;
+            for (int i = w; i < n && i < w + 32; ++i) {
+                if (threads[i].state == DONE) continue;
+                any = true;
+                if (threads[i].state != WAIT_WARP) all_warp = false;
+            }
+            if (any && all_warp) {
+                for (int i = w; i < n && i < w + 32; ++i) if (threads[i].state == WAIT_WARP) threads[i].state = RUN;
+                released = true;
+            }
+        }
+        if (!released) { std::fprintf(stderr, "cuda emulator: deadlock (divergent barrier)\n"); std::abort(); }
+    }
+}
+
+static void launch(unsigned gx, unsigned bx, unsigned by, std::function<void()> f) {
+    gridDim = {gx, 1, 1};
+    blockDim = {bx, by, 1};
+    body = f;
+    for (unsigned b = 0; b < gx; ++b) { blockIdx = {b, 0, 0}; run_block(bx * by); }
+}
+}  // namespace emu
+
+inline void __syncthreads() { emu::wait(emu::WAIT_BLOCK); }
+template <typename V> V __shfl_xor_sync(unsigned, V v, int lane_mask) {
+    const int me = emu::linear();
+    V out;
+    std::memcpy(&emu::exchange[me], &v, sizeof(V));
+    emu::wait(emu::WAIT_WARP);
+    std::memcpy(&out, &emu::exchange[me ^ lane_mask], sizeof(V));
+    emu::wait(emu::WAIT_WARP);
+    return out;
+}
+inline float __int_as_float(int i) { float f; std::memcpy(&f, &i, sizeof f); return f; }
+inline double __longlong_as_double(long long i) { double d; std::memcpy(&d, &i, sizeof d); return d; }
+"""
+
+_SIGNATURE = re.compile(r'extern "C" __global__ void (\w+)\(([^)]*)\)')
+_C_SCALARS = {"long long": (ctypes.c_longlong, np.int64), "int": (ctypes.c_int, np.int32)}
+
+
+def compiler() -> str | None:
+    """The host C++ compiler the emulator uses, or None."""
+    return shutil.which(os.environ.get("CXX", "g++"))
+
+
+def available() -> bool:
+    """True where kernels can be emulated: x86-64 Linux with a C++17 compiler."""
+    return sys.platform.startswith("linux") and platform.machine() == "x86_64" and compiler() is not None
+
+
+def _parse(source: str) -> dict[str, list[tuple[str, str]]]:
+    """kernel name -> [(C type, parameter name)]."""
+    kernels = {}
+    for name, params in _SIGNATURE.findall(source):
+        parsed = []
+        for p in params.replace("\n", " ").split(","):
+            *kind, pname = p.split()
+            parsed.append((" ".join(kind), pname))
+        kernels[name] = parsed
+    return kernels
+
+
+def _build(source: str) -> ctypes.CDLL:
+    kernels = _parse(source)
+    wrappers = []
+    for name, params in kernels.items():
+        decl = ", ".join(f"{kind} {pname}" for kind, pname in params)
+        call = ", ".join(pname for _, pname in params)
+        wrappers.append(
+            f'extern "C" void launch_{name}(unsigned gx, unsigned bx, unsigned by, {decl}) '
+            f"{{ emu::launch(gx, bx, by, [&]() {{ {name}({call}); }}); }}"
+        )
+    code = _SHIM + source + "\n" + "\n".join(wrappers) + "\n"
+    # -Bsymbolic: kernel names (advance, sgd, ...) bind inside the library, never to a symbol of
+    # the same name that the Python process already loaded.
+    flags = ["-std=c++17", "-O1", "-ffp-contract=off", "-shared", "-fPIC", "-Wl,-Bsymbolic"]
+    digest = hashlib.sha256((code + " ".join(flags)).encode()).hexdigest()[:16]
+    cache = os.path.join(tempfile.gettempdir(), "gpumlp-cuda-emulator")
+    os.makedirs(cache, exist_ok=True)
+    lib = os.path.join(cache, f"kernels-{digest}.so")
+    if not os.path.exists(lib):
+        src = os.path.join(cache, f"kernels-{digest}.cpp")
+        with open(src, "w") as f:
+            f.write(code)
+        tmp = lib + f".{os.getpid()}.tmp"
+        cmd = [compiler() or "g++", *flags, src, "-o", tmp]
+        subprocess.run(cmd, check=True, capture_output=True, text=True)
+        os.replace(tmp, lib)
+    return ctypes.CDLL(lib)
+
+
+class EmulatedCaptureError(RuntimeError):
+    """An array function that a CUDA graph would not replay was called under capture."""
+
+
+class _Kernel:
+    def __init__(self, emu: "EmulatedCupy", fn: Any, name: str, params: list[tuple[str, str]], dtype: np.dtype):
+        self.emu, self.fn, self.name, self.params, self.dtype = emu, fn, name, params, dtype
+
+    def _convert(self, args: tuple) -> list[Any]:
+        if len(args) != len(self.params):
+            raise TypeError(f"{self.name}: {len(self.params)} arguments expected, got {len(args)}")
+        out = []
+        for a, (kind, pname) in zip(args, self.params):
+            base = kind.replace("const", "").replace("*", "").strip()
+            want = self.dtype if base == "T" else _C_SCALARS[base][1]
+            if "*" in kind:
+                if not isinstance(a, np.ndarray) or a.dtype != want or not a.flags.c_contiguous:
+                    got = f"{type(a).__name__} {getattr(a, 'dtype', '')}"
+                    raise TypeError(f"{self.name}({pname}): C-contiguous {np.dtype(want)} array expected, got {got}")
+                out.append(ctypes.c_void_p(a.ctypes.data))
+            else:
+                if type(a) is not np.dtype(want).type:
+                    raise TypeError(f"{self.name}({pname}): {np.dtype(want)} scalar expected, got {type(a).__name__}")
+                ctype = {np.dtype(np.float32): ctypes.c_float, np.dtype(np.float64): ctypes.c_double}.get(
+                    np.dtype(want), _C_SCALARS.get(base, (None,))[0])
+                out.append(ctype(a))
+        return out
+
+    def __call__(self, grid: tuple, block: tuple, args: tuple, **kwargs: Any) -> None:
+        grid, block = tuple(grid) + (1, 1), tuple(block) + (1, 1)
+        if grid[1:3] != (1, 1) or block[2] != 1 or block[0] * block[1] > 1024:
+            raise ValueError(f"{self.name}: unsupported launch grid={grid} block={block}")
+        converted = self._convert(args)  # checked at launch time, as CuPy packs arguments then
+        self.emu.enqueue(lambda: self.fn(ctypes.c_uint(grid[0]), ctypes.c_uint(block[0]), ctypes.c_uint(block[1]),
+                                         *converted))
+        self.emu.launches += 1
+
+
+class _Module:
+    def __init__(self, emu: "EmulatedCupy", code: str) -> None:
+        self.emu, self.code = emu, code
+        match = re.search(r"typedef (\w+) T;", code)
+        self.dtype = np.dtype({"float": np.float32, "double": np.float64}[match.group(1)])
+        self.params = _parse(code)
+        self.lib = emu.library(code)
+
+    def get_function(self, name: str) -> _Kernel:
+        return _Kernel(self.emu, getattr(self.lib, f"launch_{name}"), name, self.params[name], self.dtype)
+
+
+class _Graph:
+    def __init__(self, work: list[Callable[[], None]]) -> None:
+        self.work = work
+
+    def launch(self, stream: Any = None) -> None:
+        for fn in self.work:
+            fn()
+
+
+class _Linalg:
+    """The compute-type switch of cupy._core._routines_linalg, recorded."""
+
+    COMPUTE_TYPE_DEFAULT, COMPUTE_TYPE_TF32 = 1, 7
+
+    def __init__(self) -> None:
+        self.types = {np.dtype(np.float32): self.COMPUTE_TYPE_DEFAULT}
+        self.log: list[int] = []
+
+    def get_compute_type(self, dtype: Any) -> int:
+        return self.types[np.dtype(dtype)]
+
+    def set_compute_type(self, dtype: Any, kind: int) -> None:
+        self.types[np.dtype(dtype)] = kind
+        self.log.append(kind)
+
+
+class EmulatedCupy:
+    """A NumPy-backed stand-in for the parts of CuPy that gpumlp's GPU code uses."""
+
+    __version__ = "emulated"
+    ndarray = np.ndarray
+    _ALLOCATORS = ("empty", "zeros", "ones", "empty_like", "zeros_like", "asarray", "ascontiguousarray", "array")
+
+    def __init__(self) -> None:
+        self.recording: list[Callable[[], None]] | None = None
+        self.hooks: list[Any] = []
+        self.launches = 0
+        self._libraries: dict[str, ctypes.CDLL] = {}
+        self._streams: list[Any] = []
+        self._core = SimpleNamespace(_routines_linalg=_Linalg())
+        emu = self
+
+        class MemoryHook:
+            name = "hook"
+
+            def __enter__(self) -> "MemoryHook":
+                emu.hooks.append(self)
+                return self
+
+            def __exit__(self, *exc: Any) -> None:
+                emu.hooks.remove(self)
+
+            def malloc_preprocess(self, **kwargs: Any) -> None:
+                pass
+
+        class Stream:
+            null: Any = None
+
+            def __init__(self, non_blocking: bool = False) -> None:
+                self.capturing = False
+
+            def __enter__(self) -> "Stream":
+                emu._streams.append(self)
+                return self
+
+            def __exit__(self, *exc: Any) -> None:
+                emu._streams.pop()
+
+            def begin_capture(self, mode: Any = None) -> None:
+                if emu.recording is not None:
+                    raise RuntimeError("a capture is already under way")
+                emu.recording, self.capturing = [], True
+
+            def end_capture(self) -> _Graph:
+                if not self.capturing:
+                    raise RuntimeError("the stream is not capturing")
+                work, emu.recording, self.capturing = emu.recording, None, False
+                return _Graph(work)
+
+            def is_capturing(self) -> bool:
+                return self.capturing
+
+            def record(self, event: Any = None) -> object:
+                return object()
+
+            def wait_event(self, event: Any) -> None:
+                pass
+
+            def synchronize(self) -> None:
+                if self.capturing:
+                    raise RuntimeError("synchronize() under capture")
+
+        Stream.null = Stream()
+        self.cuda = SimpleNamespace(
+            Stream=Stream, MemoryHook=MemoryHook, runtime=SimpleNamespace(is_hip=False),
+            get_current_stream=lambda: emu._streams[-1] if emu._streams else Stream.null,
+        )
+
+    # ----- kernels, capture ------------------------------------------------------------------
+    def library(self, code: str) -> ctypes.CDLL:
+        if code not in self._libraries:
+            self._libraries[code] = _build(code)
+        return self._libraries[code]
+
+    def RawModule(self, code: str, options: tuple = ()) -> _Module:  # noqa: N802 (CuPy's name)
+        return _Module(self, code)
+
+    def enqueue(self, fn: Callable[[], None]) -> None:
+        if self.recording is not None:
+            self.recording.append(fn)
+        else:
+            fn()
+
+    def matmul(self, a: np.ndarray, b: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+        if out is None:
+            out = self.empty((a.shape[0], b.shape[1]), dtype=np.result_type(a, b))
+        self.enqueue(lambda: np.matmul(a, b, out=out))
+        return out
+
+    def _allocated(self, nbytes: int) -> None:
+        for hook in list(self.hooks):
+            hook.malloc_preprocess(device_id=0, size=nbytes, mem_size=nbytes)
+
+    def __getattr__(self, name: str) -> Any:
+        obj = getattr(np, name)
+        if not callable(obj) or isinstance(obj, type):
+            return obj
+        allocates = name in self._ALLOCATORS
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            if self.recording is not None and not allocates:
+                raise EmulatedCaptureError(f"xp.{name} under capture would not be replayed")
+            result = obj(*args, **kwargs)
+            if allocates and isinstance(result, np.ndarray) and not any(result is a for a in args):
+                self._allocated(result.nbytes)
+            return result
+
+        return call
+
+
+class EmulatedBackend(Backend):
+    """CupyOps on :class:`EmulatedCupy`: the GPU code path, run on the CPU."""
+
+    name = "cupy-emulated"
+
+    def __init__(self) -> None:
+        xp = EmulatedCupy()
+        super().__init__(xp, CupyOps(xp))

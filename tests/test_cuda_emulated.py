@@ -1,0 +1,229 @@
+"""The GPU code path on the CPU: CupyOps' CUDA kernels and the CUDA-graph epoch loop, run
+through tests/cuda_emulator.py and checked against the NumPy backend.
+
+The NumPy backend is an independent implementation (ufuncs, OpenBLAS); the emulator runs the
+very CUDA source the GPU compiles, with a graph replay that repeats recorded launches only.
+What this cannot check (cuBLAS, real stream-capture rules, host syncs, speed) is in
+tests/test_gpu.py, which needs a GPU.
+"""
+
+from __future__ import annotations
+
+import warnings
+import zlib
+
+import numpy as np
+import pytest
+
+import gpumlp as gm
+from gpumlp.cuda_graph import device_loop
+from gpumlp.network import Workspace
+from gpumlp.optimizers import SGD, Adam
+from gpumlp.training import Trainer
+
+from cuda_emulator import EmulatedBackend, available
+
+pytestmark = pytest.mark.skipif(not available(), reason="emulating CUDA kernels needs g++ on x86-64 Linux")
+
+TOL = {"float64": 1e-10, "float32": 1e-4}  # max |a − b| / max |b|, as in tests/test_gpu.py
+HIDDEN = ("relu", "tanh", "sigmoid", "identity")
+OUTPUT_LOSS = [("softmax", "cross_entropy"), ("softmax", "binary_cross_entropy"), ("softmax", "mse"),
+               ("sigmoid", "binary_cross_entropy"), ("sigmoid", "cross_entropy"), ("sigmoid", "mse"),
+               ("identity", "mse"), ("tanh", "mse"), ("relu", "mse")]
+
+
+@pytest.fixture(scope="module")
+def emu() -> EmulatedBackend:
+    return EmulatedBackend()
+
+
+def rel(a, b) -> float:
+    a, b = np.asarray(gm.to_numpy(a), dtype=np.float64), np.asarray(gm.to_numpy(b), dtype=np.float64)
+    return float(np.abs(a - b).max() / max(np.abs(b).max(), 1e-300))
+
+
+def flat(model) -> np.ndarray:
+    return np.concatenate([np.concatenate([W.ravel(), b.ravel()]) for W, b in model.get_weights()])
+
+
+def targets(rng, loss, n, k):
+    if loss == "mse":
+        return rng.normal(size=(n, k))
+    if loss == "binary_cross_entropy":
+        return rng.integers(0, 2, size=(n, k)).astype(float)
+    return np.eye(k)[rng.integers(0, k, n)]
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("hidden", HIDDEN)
+@pytest.mark.parametrize("output,loss", OUTPUT_LOSS)
+def test_kernels_give_numpys_forward_loss_and_gradients(emu, dtype, hidden, output, loss):
+    rng = np.random.default_rng(zlib.crc32(f"{dtype} {hidden} {output} {loss}".encode()))  # stable across runs
+    hidden_sizes = [int(rng.integers(1, 9)) for _ in range(rng.integers(0, 3))]
+    sizes = [int(rng.integers(1, 9)), *hidden_sizes, int(rng.integers(2, 6))]
+    n = int(rng.integers(1, 40))
+    X, T = rng.normal(size=(n, sizes[0])), targets(rng, loss, n, sizes[-1])
+    kw = dict(hidden_activation=hidden, output_activation=output, dtype=dtype, seed=7)
+    dev, ref = gm.MLP(sizes, backend=emu, **kw), gm.MLP(sizes, backend="numpy", **kw)
+    tol = TOL[dtype]
+    assert rel(dev.forward(X), ref.forward(X)) < tol
+    expected = ref.loss(X, T, loss=loss, l2=0.1)
+    assert abs(dev.loss(X, T, loss=loss, l2=0.1) - expected) <= tol * abs(expected)
+    for (dW, db), (rW, rb) in zip(dev.gradients(X, T, loss=loss, l2=0.1), ref.gradients(X, T, loss=loss, l2=0.1)):
+        assert gm.to_numpy(dW).dtype == np.dtype(dtype)
+        assert rel(dW, rW) < tol and rel(db, rb) < tol
+
+
+def test_kernels_on_shapes_that_need_many_blocks(emu):
+    """Grid-stride loops, several row warps per block, several column blocks, a loss over more
+    elements than the reduction block has threads."""
+    rng = np.random.default_rng(3)
+    sizes = [70, 300, 45]
+    X, T = rng.normal(size=(600, 70)), np.eye(45)[rng.integers(0, 45, 600)]
+    dev, ref = (gm.MLP(sizes, hidden_activation="tanh", dtype="float64", backend=b, seed=1) for b in (emu, "numpy"))
+    assert rel(dev.forward(X), ref.forward(X)) < 1e-12
+    assert abs(dev.loss(X, T) - ref.loss(X, T)) < 1e-12 * ref.loss(X, T)
+    for (dW, db), (rW, rb) in zip(dev.gradients(X, T), ref.gradients(X, T)):
+        assert rel(dW, rW) < 1e-12 and rel(db, rb) < 1e-12
+
+
+def test_nan_reaches_the_loss(emu):
+    """relu, the clip of Ŷ and the softmax keep NaN, so a diverged run reports a NaN loss."""
+    model = gm.MLP([2, 3, 2], dtype="float64", backend=emu, seed=0)
+    model.layers[0].W[0, 0] = np.nan
+    Y = model.forward_into(Workspace.unbuffered(model, np.ones((4, 2))))
+    assert np.isnan(float(model.ops.loss_sum("cross_entropy", Y, np.eye(2)[[0, 1, 0, 1]])))
+
+
+OPTIMIZERS = [
+    dict(optimizer="sgd", lr=0.2),
+    dict(optimizer="sgd", lr=0.05, momentum=0.9, nesterov=True, l2=0.01),
+    dict(optimizer="adam", lr=0.01),
+    dict(optimizer="sgd", lr=0.1, momentum=0.5, clip_norm=0.05),
+]
+
+
+def _fit(backend, dtype="float64", epochs=3, **kw):
+    rng = np.random.default_rng(0)
+    X, y = rng.normal(size=(43, 5)), rng.integers(0, 3, 43)  # 43 = 5 batches of 8 and one of 3
+    model = gm.MLP([5, 8, 3], hidden_activation="tanh", dtype=dtype, backend=backend, seed=3)
+    history = model.fit(X, y, epochs=epochs, batch_size=8, seed=5, **kw)
+    return model, history
+
+
+@pytest.mark.parametrize("opt", OPTIMIZERS, ids=lambda o: "-".join(f"{k}={v}" for k, v in o.items()))
+def test_device_training_matches_numpy(emu, opt):
+    ref, h_ref = _fit("numpy", **opt)
+    dev, h_dev = _fit(emu, **opt)
+    assert rel(flat(dev), flat(ref)) < 1e-10
+    np.testing.assert_allclose(h_dev["loss"], h_ref["loss"], rtol=1e-12)
+
+
+@pytest.mark.parametrize("opt", OPTIMIZERS, ids=lambda o: "-".join(f"{k}={v}" for k, v in o.items()))
+def test_graph_replay_equals_eager_steps_exactly(emu, opt):
+    eager, h_eager = _fit(emu, **opt)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a failed capture warns: that must not happen here
+        graphed, h_graph = _fit(emu, cuda_graph=True, **opt)
+    np.testing.assert_array_equal(flat(graphed), flat(eager))
+    assert h_graph["loss"] == h_eager["loss"]
+
+
+def test_graphs_are_captured_once_per_batch_shape_and_replayed(emu):
+    rng = np.random.default_rng(0)
+    X, y = rng.normal(size=(43, 5)), rng.integers(0, 3, 43)
+    model = gm.MLP([5, 8, 3], dtype="float32", backend=emu, seed=3)
+    opt = Adam(lr=0.01)
+    Xd, Td, loss = model._check_data(X, y, "auto")
+    trainer = Trainer(model, loss, opt, 0.0, 8, True, np.random.default_rng(1))
+    loop = device_loop(trainer, cuda_graph=True)
+    launches = []
+    for _ in range(3):
+        before = emu.xp.launches
+        loop.run_epoch(Xd, Td)
+        launches.append(emu.xp.launches - before)
+    assert sorted(loop.captured) == [3, 8]
+    assert opt.t == 18
+    assert launches[1] == launches[2] == 0  # later epochs are graph replays only: no kernel launched from Python
+    for a in [*model.params, *opt.state["m"], loop.total, *model.workspace(8).grads]:
+        assert a.dtype == np.float32
+
+
+def test_graphs_are_recaptured_when_a_callback_changes_the_learning_rate(emu):
+    def halve(model, epoch, logs):
+        halve.opt.lr *= 0.5
+
+    results = []
+    for cuda_graph in (False, True):
+        halve.opt = SGD(lr=0.2, momentum=0.5)
+        model, _ = _fit(emu, optimizer=halve.opt, callbacks=[halve], cuda_graph=cuda_graph)
+        results.append(flat(model))
+    np.testing.assert_array_equal(results[1], results[0])
+
+
+def test_cuda_graph_auto_uses_graphs_on_the_device(emu):
+    auto, _ = _fit(emu, optimizer="adam", lr=0.01, cuda_graph="auto")
+    eager, _ = _fit(emu, optimizer="adam", lr=0.01)
+    np.testing.assert_array_equal(flat(auto), flat(eager))
+
+
+def test_failed_capture_warns_and_training_goes_on_eagerly(emu, monkeypatch):
+    def refuse(self, mode=None):
+        raise RuntimeError("operation not permitted when stream is capturing")
+
+    monkeypatch.setattr(emu.xp.cuda.Stream, "begin_capture", refuse)
+    with pytest.warns(RuntimeWarning, match="capture failed.*not permitted"):
+        model, history = _fit(emu, cuda_graph=True, optimizer="adam", lr=0.01)
+    eager, h_eager = _fit(emu, optimizer="adam", lr=0.01)
+    np.testing.assert_array_equal(flat(model), flat(eager))
+    assert history["loss"] == h_eager["loss"]
+
+
+def test_a_step_that_allocates_under_capture_is_not_replayed(emu, monkeypatch):
+    original = emu.ops.add_loss_sum
+
+    def allocating(*args):
+        emu.xp.empty((16,))  # a temporary: its memory could go to another array after capture
+        original(*args)
+
+    monkeypatch.setattr(emu.ops, "add_loss_sum", allocating)
+    with pytest.warns(RuntimeWarning, match="allocated device memory 1 time"):
+        model, _ = _fit(emu, cuda_graph=True, optimizer="sgd", lr=0.1)
+    monkeypatch.undo()
+    eager, _ = _fit(emu, optimizer="sgd", lr=0.1)
+    np.testing.assert_array_equal(flat(model), flat(eager))
+
+
+def test_a_step_that_a_graph_would_not_replay_falls_back(emu, monkeypatch):
+    def host_side_increment(step, dtype):
+        emu.xp.add(step, 1, out=step)  # not a kernel of the graph: the emulator refuses it under capture
+
+    monkeypatch.setattr(emu.ops, "advance", host_side_increment)
+    with pytest.warns(RuntimeWarning, match="failed under capture"):
+        model, _ = _fit(emu, cuda_graph=True, optimizer="adam", lr=0.01)
+    monkeypatch.undo()
+    eager, _ = _fit(emu, optimizer="adam", lr=0.01)
+    np.testing.assert_array_equal(flat(model), flat(eager))
+
+
+def test_allow_tf32_switches_float32_matmuls_only_while_training(emu):
+    linalg = emu.xp._core._routines_linalg
+    linalg.log.clear()
+    _fit(emu, dtype="float32", epochs=2, allow_tf32=True)
+    assert linalg.log == [linalg.COMPUTE_TYPE_TF32, linalg.COMPUTE_TYPE_DEFAULT] * 2
+    assert linalg.get_compute_type(np.float32) == linalg.COMPUTE_TYPE_DEFAULT
+    linalg.log.clear()
+    _fit(emu, dtype="float32", epochs=2, cuda_graph=True)
+    assert linalg.log == []  # off by default
+
+
+def test_device_loop_refuses_what_it_cannot_run(emu):
+    class Custom(SGD):
+        pass
+
+    rng = np.random.default_rng(0)
+    X, y = rng.normal(size=(10, 5)), rng.integers(0, 3, 10)
+    model = gm.MLP([5, 3], backend=emu)
+    with pytest.raises(ValueError, match="cuda_graph=True supports the built-in optimizers"):
+        model.fit(X, y, optimizer=Custom(lr=0.1), batch_size=4, cuda_graph=True)
+    model.fit(X, y, optimizer=Custom(lr=0.1), batch_size=4, cuda_graph="auto", epochs=1)  # auto: the plain loop

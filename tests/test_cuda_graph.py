@@ -1,0 +1,151 @@
+"""The GPU options without a GPU: argument checks, the stream-capture protocol (on the NumPy
+stand-in for CuPy's streams in tests/cuda_emulator.py), the epoch plan, Adam's step sizes,
+and that the CUDA source compiles with NVRTC where NVRTC is installed."""
+
+from __future__ import annotations
+
+import re
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+import gpumlp as gm
+from gpumlp.activations import OUTPUT_ACTIVATIONS
+from gpumlp.cuda_graph import GraphCaptureError, capture, capture_unsupported, epoch_plan
+from gpumlp.losses import LOSSES
+from gpumlp.ops import cuda_source
+from gpumlp.optimizers import Adam
+
+from cuda_emulator import EmulatedCupy
+
+
+def _data():
+    rng = np.random.default_rng(0)
+    return rng.normal(size=(30, 4)), rng.integers(0, 3, 30)
+
+
+@pytest.mark.parametrize("option", [{"cuda_graph": True}, {"allow_tf32": True}])
+def test_numpy_models_refuse_gpu_options_clearly(option):
+    X, y = _data()
+    model = gm.MLP([4, 5, 3], backend="numpy")
+    name = next(iter(option))
+    with pytest.raises(ValueError, match=rf"{name}=True needs backend='cupy'.*runs on 'numpy'"):
+        model.fit(X, y, epochs=1, batch_size=8, **option)
+
+
+def test_cuda_graph_auto_on_numpy_trains_exactly_as_without_it():
+    X, y = _data()
+    a, b = gm.MLP([4, 5, 3], backend="numpy", seed=2), gm.MLP([4, 5, 3], backend="numpy", seed=2)
+    ha = a.fit(X, y, epochs=3, batch_size=7, cuda_graph="auto", seed=1)
+    hb = b.fit(X, y, epochs=3, batch_size=7, seed=1)
+    assert ha["loss"] == hb["loss"]
+    for (Wa, ba), (Wb, bb) in zip(a.get_weights(), b.get_weights()):
+        np.testing.assert_array_equal(Wa, Wb)
+        np.testing.assert_array_equal(ba, bb)
+
+
+@pytest.mark.parametrize("kw,error", [
+    ({"cuda_graph": "always"}, ValueError), ({"cuda_graph": 1}, TypeError), ({"allow_tf32": "yes"}, TypeError),
+])
+def test_gpu_option_values_are_checked(kw, error):
+    X, y = _data()
+    with pytest.raises(error, match=next(iter(kw))):
+        gm.MLP([4, 3], backend="numpy").fit(X, y, epochs=1, batch_size=8, **kw)
+
+
+def test_epoch_plan_lists_full_batches_then_the_remainder():
+    assert epoch_plan(10, 4) == [(4, 2), (2, 1)]
+    assert epoch_plan(8, 4) == [(4, 2)]
+    assert epoch_plan(3, 3) == [(3, 1)]
+    assert epoch_plan(5, 1) == [(1, 5)]
+
+
+def test_adam_step_size_is_the_bias_corrected_learning_rate():
+    opt = Adam(lr=0.001, beta1=0.9, beta2=0.999)
+    assert opt.step_size(1) == pytest.approx(0.001 * 0.001**0.5 / 0.1, rel=1e-15)  # √(1−β2)/(1−β1)
+    assert opt.step_size(2) == pytest.approx(0.001 * (1 - 0.999**2) ** 0.5 / (1 - 0.81), rel=1e-15)
+    assert opt.step_size(10**6) == pytest.approx(0.001, rel=1e-12)
+
+
+def test_capture_is_unsupported_without_stream_capture_or_on_hip():
+    old = SimpleNamespace(__version__="9.6.0", cuda=SimpleNamespace(Stream=type("Stream", (), {})))
+    assert "9.6.0" in capture_unsupported(old) and "no stream capture" in capture_unsupported(old)
+    hip = EmulatedCupy()
+    hip.cuda.runtime.is_hip = True
+    assert "HIP" in capture_unsupported(hip)
+    assert capture_unsupported(EmulatedCupy()) is None
+    with pytest.raises(GraphCaptureError, match="no stream capture"):
+        capture(old, None, lambda: None)
+
+
+def test_capture_records_the_step_and_the_graph_replays_it():
+    xp = EmulatedCupy()
+    a, b, out = np.array([[1.0, 2.0]]), np.array([[3.0], [4.0]]), np.zeros((1, 1))
+    stream = xp.cuda.Stream(non_blocking=True)
+    graph = capture(xp, stream, lambda: xp.matmul(a, b, out=out))
+    assert out[0, 0] == 0.0  # recorded, not run
+    a[0, 0] = 10.0  # the graph reads the same memory when it replays
+    graph.launch(stream=stream)
+    assert out[0, 0] == 38.0
+    assert not stream.is_capturing()
+
+
+def test_capture_leaves_capture_mode_when_the_step_fails():
+    xp = EmulatedCupy()
+    stream = xp.cuda.Stream(non_blocking=True)
+
+    def failing():
+        raise RuntimeError("cudaErrorStreamCaptureUnsupported")
+
+    with pytest.raises(GraphCaptureError, match="failed under capture.*CaptureUnsupported"):
+        capture(xp, stream, failing)
+    assert not stream.is_capturing() and xp.recording is None
+    capture(xp, stream, lambda: None)  # the stream can capture again
+
+
+def test_capture_rejects_a_step_that_allocates():
+    xp = EmulatedCupy()
+    stream = xp.cuda.Stream(non_blocking=True)
+    with pytest.raises(GraphCaptureError, match="allocated device memory 2 time"):
+        capture(xp, stream, lambda: (xp.empty((3,)), xp.zeros((2, 2))))
+    assert xp.hooks == []  # the counting hook is removed again
+
+
+def test_every_activation_and_loss_has_a_cuda_kernel():
+    names = set(re.findall(r'extern "C" __global__ void (\w+)\(', cuda_source("float32")))
+    for act in OUTPUT_ACTIVATIONS:
+        for loss in LOSSES:
+            assert f"delta_{act}_{loss}" in names
+    for loss in LOSSES:
+        assert f"loss_{loss}" in names
+    for act in set(OUTPUT_ACTIVATIONS) - {"softmax"}:
+        assert {f"bias_act_{act}", f"backprop_{act}"} <= names
+    assert {"bias_softmax", "col_sum", "axpy", "sgd", "sgd_momentum", "adam", "adam_scheduled", "gather_batch",
+            "advance", "sq_partial", "clip_factor", "scale_by"} <= names
+
+
+def _nvrtc():
+    try:
+        from cupy_backends.cuda.libs import nvrtc
+
+        nvrtc.getVersion()
+    except Exception:  # CuPy or its NVRTC library not installed
+        return None
+    return nvrtc
+
+
+@pytest.mark.skipif(_nvrtc() is None, reason="needs CuPy with the NVRTC library (pip install cupy-cuda13x nvidia-cuda-nvrtc)")
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_cuda_source_compiles_with_nvrtc_and_float32_stays_float32(dtype):
+    nvrtc = _nvrtc()
+    prog = nvrtc.createProgram(cuda_source(dtype), f"gpumlp_{dtype}.cu", [], [])
+    try:
+        nvrtc.compileProgram(prog, ["-arch=compute_80", "--fmad=false"])
+    except Exception:
+        pytest.fail(nvrtc.getProgramLog(prog))
+    assert nvrtc.getProgramLog(prog).strip() == ""  # no warnings either
+    ptx = nvrtc.getPTX(prog)
+    ptx = ptx.decode() if isinstance(ptx, bytes) else ptx
+    if dtype == "float32":
+        assert ".f64" not in ptx  # no silent promotion to double in a float32 run

@@ -1,0 +1,167 @@
+"""Data-parallel training (gpumlp.distributed): 2 MPI ranks reach the weights of one process.
+
+The MPI tests launch ``mpiexec -n 2`` on tests/distributed_worker.py, each launch under a
+subprocess timeout, and are skipped with the reason when mpi4py or mpiexec is missing
+(``pip install -e '.[mpi]'`` provides both). The reference is a single-process run with the
+same global batch size, seed and data.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import gpumlp as gm
+from gpumlp.distributed import shard
+
+WORKER = Path(__file__).with_name("distributed_worker.py")
+_spec = importlib.util.spec_from_file_location("distributed_worker", WORKER)
+worker = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(worker)
+
+LAUNCH_TIMEOUT = 180  # seconds for one mpiexec launch, a hang included; a clean run takes about 2 s
+TOLERANCE = {"float64": 1e-10, "float32": 1e-5}
+
+
+def _launcher() -> tuple[list[str], dict[str, str]] | str:
+    """(the ``mpiexec -n 2 python`` command, its environment), or why MPI tests cannot run."""
+    if importlib.util.find_spec("mpi4py") is None:
+        return "mpi4py is not installed (pip install -e '.[mpi]')"
+    beside = Path(sys.executable).parent / "mpiexec"  # the launcher of the MPI wheel mpi4py uses
+    exe = str(beside) if beside.exists() else shutil.which("mpiexec")
+    if exe is None:
+        return "no mpiexec launcher found (pip install -e '.[mpi]' installs MPICH's)"
+    try:
+        version = subprocess.run([exe, "--version"], capture_output=True, text=True, timeout=60).stdout
+    except (OSError, subprocess.SubprocessError) as exc:
+        return f"{exe} --version failed: {exc}"
+    env = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    flags: list[str] = []
+    if "Open MPI" in version or "OpenRTE" in version or "PRRTE" in version:
+        flags = ["--oversubscribe"]  # 2 ranks on however few cores CI has; and CI runs as root:
+        env.update(OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1")
+    return [exe, *flags, "-n", "2", sys.executable], env
+
+
+LAUNCHER = _launcher()
+mpi = pytest.mark.mpi
+needs_mpi = pytest.mark.skipif(isinstance(LAUNCHER, str), reason=str(LAUNCHER))
+
+
+def launch(
+    *args: str, env: dict[str, str] | None = None, program: tuple[str, ...] = (str(WORKER),)
+) -> tuple[int, str, float]:
+    """Run the worker (or ``python *program``) under ``mpiexec -n 2``; (exit code, output, seconds).
+    A launch still running after LAUNCH_TIMEOUT is killed (its whole process group) and fails the test."""
+    cmd, base_env = LAUNCHER
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(
+        [*cmd, *program, *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        env={**base_env, **(env or {})}, start_new_session=True,
+    )
+    try:
+        out, _ = proc.communicate(timeout=LAUNCH_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, _ = proc.communicate()
+        pytest.fail(f"mpiexec -n 2 hung for {LAUNCH_TIMEOUT} s; output:\n{out[-4000:]}")
+    return proc.returncode, out, time.perf_counter() - t0
+
+
+@pytest.fixture(scope="module")
+def two_ranks(tmp_path_factory: pytest.TempPathFactory) -> list:
+    """Both ranks' weights and histories after training every worker case on 2 ranks."""
+    out = tmp_path_factory.mktemp("mpi")
+    code, log, _ = launch(str(out))
+    assert code == 0, f"mpiexec -n 2 failed with exit code {code}:\n{log[-4000:]}"
+    assert "of 2: done" in log, f"the 2 processes did not form one MPI job (is mpiexec from another MPI than mpi4py's?):\n{log}"
+    return [np.load(out / f"rank{r}.npz") for r in range(2)]
+
+
+@mpi
+@needs_mpi
+@pytest.mark.parametrize("case", list(worker.CASES))
+def test_two_ranks_equal_one_process(two_ranks: list, case: str) -> None:
+    rank0, rank1 = two_ranks
+    weights, history = worker.train(case)  # one process, same global batch, seed and data
+    tol = TOLERANCE[worker.CASES[case]["dtype"]]
+    start = gm.MLP(worker.SIZES, hidden_activation="tanh", seed=100, dtype="float64").get_weights()
+    for i, (W, b) in enumerate(weights):
+        np.testing.assert_allclose(rank0[f"{case}/W{i}"], W, rtol=0, atol=tol)
+        np.testing.assert_allclose(rank0[f"{case}/b{i}"], b, rtol=0, atol=tol)
+        assert np.abs(W - start[i][0]).max() > 1e-2  # training moved the weights: the check is not vacuous
+    for key, values in history.items():
+        assert len(values) == worker.EPOCHS
+        np.testing.assert_allclose(rank0[f"{case}/{key}"], values, rtol=tol, atol=0)
+    for key in (k for k in rank0.files if k.startswith(case + "/")):
+        np.testing.assert_array_equal(rank0[key], rank1[key], err_msg=f"{key} differs between the ranks")
+
+
+@mpi
+@needs_mpi
+def test_a_rank_that_raises_stops_every_rank(tmp_path: Path) -> None:
+    code, log, _ = launch(str(tmp_path), "--fail", "1:2:raise")
+    assert code != 0
+    assert "rank 1 fails on purpose in epoch 2" in log
+    assert "rank 1 of 2 stopped with RuntimeError; aborting all ranks" in log
+    assert not list(tmp_path.glob("rank*.npz"))
+
+
+@mpi
+@needs_mpi
+def test_a_rank_that_dies_stops_every_rank(tmp_path: Path) -> None:
+    code, log, _ = launch(str(tmp_path), "--fail", "1:2:exit")
+    assert code != 0, log
+    assert not list(tmp_path.glob("rank*.npz"))
+
+
+@mpi
+@needs_mpi
+def test_a_rank_that_hangs_times_out_with_a_clear_error(tmp_path: Path) -> None:
+    code, log, seconds = launch(str(tmp_path), "--fail", "1:2:hang", env={"GPUMLP_MPI_TIMEOUT": "2"})
+    assert code != 0
+    assert "DistributedError: rank 0 of 2 waited 2 s in the gradient allreduce" in log, log[-4000:]
+    assert "rank 0 of 2 stopped with DistributedError; aborting all ranks" in log
+    assert seconds < 60  # the 600 s sleep of rank 1 was cut short by the abort
+
+
+# ----- the pieces, without MPI ---------------------------------------------------------------
+@pytest.mark.parametrize("rows, size", [(10, 2), (7, 2), (1, 2), (0, 3), (103, 4), (5, 8)])
+def test_shards_split_a_batch_into_near_equal_contiguous_parts(rows: int, size: int) -> None:
+    parts = [shard(40, 40 + rows, r, size) for r in range(size)]
+    assert parts[0][0] == 40 and parts[-1][1] == 40 + rows
+    assert all(a[1] == b[0] for a, b in zip(parts, parts[1:]))
+    lengths = [hi - lo for lo, hi in parts]
+    assert max(lengths) - min(lengths) <= 1 and sum(lengths) == rows
+
+
+@pytest.mark.parametrize("backend_name", ["numpy", "array_api_strict"])
+def test_workspace_gradients_pack_into_one_buffer(backend_name: str, rng: np.random.Generator) -> None:
+    model = gm.MLP([5, 7, 3], hidden_activation="tanh", dtype="float64", backend=backend_name, seed=0)
+    X, y = rng.standard_normal((6, 5)), rng.integers(0, 3, 6)
+    ws = model.workspace(6)
+    ws.Z[0] = model.ops.copy(model._device(X))
+    T = model._device(gm.one_hot(y, 3, dtype="float64"))
+    model.forward_into(ws)
+    model.backward_into(ws, T, "cross_entropy", 1.0 / 6)
+    flat = gm.to_numpy(ws.pack_grads(model.ops))
+    expected = gm.numerical_gradients(model, X, y)  # central differences, [dW_1, db_1, dW_2, db_2]
+    packed, at = [], 0
+    for g in expected:  # each gradient starts on a multiple of 64 elements; the gaps stay zero
+        packed.append(flat[at:at + g.size].reshape(g.shape))
+        gap = -(-g.size // 64) * 64
+        assert not flat[at + g.size:at + gap].any()
+        at += gap
+    assert flat.size == at
+    for got, want, view in zip(packed, expected, ws.grads):
+        np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-9)
+        np.testing.assert_array_equal(gm.to_numpy(view), got)  # ws.grads are the buffer's views

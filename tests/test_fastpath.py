@@ -1,0 +1,155 @@
+"""The NumPy fast path (NumpyOps + the fused backward/update step) against the Array-API reference.
+
+Same seed, same data, same batches: the reference Ops (``get_backend("numpy", fast=False)``,
+backward_into + optimizer.step) and NumpyOps (MLP.backward_update: updates fused into the
+backward pass, dW in row blocks, η folded into the deltas for plain SGD) must end at the same
+weights. No speed is asserted here; benchmarks/bench_train.py measures that.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import gpumlp as gm
+from gpumlp.backend import Backend
+from gpumlp.ops import NumpyOps, Ops
+from gpumlp.optimizers import SGD, Adam
+from gpumlp.training import Trainer
+
+
+def _data(n=200, d=7, k=3, seed=1):
+    rng = np.random.default_rng(seed)
+    X = rng.standard_normal((n, d))
+    y = rng.integers(0, k, n)
+    return X, y
+
+
+def _blocked_numpy(block_bytes: int) -> Backend:
+    """NumPy with the fast Ops, weight gradients made in row blocks of at most block_bytes."""
+    ops = NumpyOps(np)
+    ops.update_block_bytes = block_bytes
+    return Backend(np, ops)
+
+
+def _assert_weights_close(a: gm.MLP, b: gm.MLP, rel: float = 1e-5) -> None:
+    for (Wa, ba), (Wb, bb) in zip(a.get_weights(), b.get_weights()):
+        for x, ref in ((Wa, Wb), (ba, bb)):
+            scale = max(float(np.max(np.abs(ref))), 1e-12)
+            assert float(np.max(np.abs(x - ref))) <= rel * scale
+
+
+FAST_BACKENDS = {
+    "numpy": lambda: "numpy",
+    "numpy-blocked": lambda: _blocked_numpy(64),  # several row blocks per weight matrix
+}
+
+CASES = [
+    # (sizes, hidden, output, loss, optimizer factory, l2)
+    ([7, 9, 3], "relu", "softmax", "cross_entropy", lambda: SGD(lr=0.1), 0.0),
+    ([7, 9, 3], "relu", "softmax", "cross_entropy", lambda: Adam(lr=0.01), 0.0),
+    ([7, 6, 5, 3], "tanh", "softmax", "cross_entropy", lambda: SGD(lr=0.1, momentum=0.9, nesterov=True), 0.01),
+    ([7, 8, 3], "sigmoid", "sigmoid", "binary_cross_entropy", lambda: SGD(lr=0.2), 0.001),
+    ([7, 8, 8, 3], "relu", "identity", "mse", lambda: Adam(lr=0.005), 0.01),
+    ([7, 5, 3], "identity", "softmax", "mse", lambda: SGD(lr=0.05, momentum=0.5), 0.0),
+]
+
+
+@pytest.mark.parametrize("fast", sorted(FAST_BACKENDS))
+@pytest.mark.parametrize("case", range(len(CASES)))
+def test_fast_path_matches_reference_after_50_steps(case, fast):
+    sizes, hidden, output, loss, make_opt, l2 = CASES[case]
+    X, y = _data()
+    Y = y if loss == "cross_entropy" else np.eye(3)[y]
+    kw = dict(loss=loss, l2=l2, epochs=5, batch_size=20, seed=3)  # 10 steps/epoch: 50 steps
+    ref = gm.MLP(sizes, hidden, output, dtype="float64", backend=gm.get_backend("numpy", fast=False), seed=0)
+    fast_model = gm.MLP(sizes, hidden, output, dtype="float64", backend=FAST_BACKENDS[fast](), seed=0)
+    assert type(ref.ops) is Ops and isinstance(fast_model.ops, NumpyOps)
+    opt_ref, opt_fast = make_opt(), make_opt()
+    h_ref = ref.fit(X, Y, optimizer=opt_ref, **kw)
+    h_fast = fast_model.fit(X, Y, optimizer=opt_fast, **kw)
+    assert opt_ref.t == opt_fast.t == 50
+    _assert_weights_close(fast_model, ref)
+    np.testing.assert_allclose(h_fast["loss"], h_ref["loss"], rtol=1e-6)
+    for k, arrays in opt_ref.state.items():
+        for a, b in zip(opt_fast.state[k], arrays):
+            np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-12)
+
+
+def test_the_fused_path_is_what_numpy_fit_uses():
+    model = gm.MLP([4, 5, 2], backend="numpy", seed=0)
+    assert Trainer(model, "cross_entropy", SGD(lr=0.1), 0.0, 8, True, model.rng).fused
+    assert Trainer(model, "cross_entropy", Adam(), 0.0, 8, True, model.rng).fused
+    # steps that need the whole gradient first take the reference order
+    assert not Trainer(model, "cross_entropy", SGD(lr=0.1), 0.0, 8, True, model.rng, clip_norm=1.0).fused
+
+    class OwnStep(SGD):
+        def step(self, params, grads):
+            super().step(params, grads)
+
+    assert not OwnStep(lr=0.1).fusable
+    assert not Trainer(model, "cross_entropy", OwnStep(lr=0.1), 0.0, 8, True, model.rng).fused
+    ref = gm.MLP([4, 5, 2], backend=gm.get_backend("numpy", fast=False), seed=0)
+    assert not Trainer(ref, "cross_entropy", SGD(lr=0.1), 0.0, 8, True, ref.rng).fused
+
+
+def test_fused_workspaces_hold_no_full_gradient_and_gain_it_on_demand():
+    X, y = _data(n=64)
+    model = gm.MLP([7, 6, 3], backend="numpy", seed=0)
+    model.fit(X, y, epochs=1, batch_size=16)
+    ws = model._workspaces[16]
+    assert ws.grads == [] and ws.update_plan is not None
+    model.fit(X, y, epochs=1, batch_size=16, clip_norm=1.0)  # needs the full gradient: allocated now
+    assert len(model._workspaces[16].grads) == 4
+    g = model.gradients(X[:5], y[:5])
+    assert len(g) == 2 and g[0][0].shape == (7, 6)
+
+
+def test_weight_blocks_cover_every_row_once():
+    ops = NumpyOps(np)
+    ops.update_block_bytes = 3 * 8 * 10  # 3 rows of 10 float64
+    blocks = ops.weight_blocks(11, 10, 8)
+    rows = [r for s in blocks for r in range(s.start, s.stop)]
+    assert rows == list(range(11)) and len(blocks) == 4
+    assert ops.weight_blocks(3, 10, 8) == [None]  # fits in one block: the whole matrix
+    assert Ops(np).weight_blocks(1000, 1000, 8) == [None]
+
+
+class _Float64Guard:
+    """A NumPy namespace that fails on any float64 array it returns or writes (for float32 runs)."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def __getattr__(self, name):
+        f = getattr(np, name)
+        if not callable(f) or isinstance(f, type):
+            return f
+
+        def checked(*args, **kwargs):
+            out = f(*args, **kwargs)
+            self.calls += 1
+            for a in (out, kwargs.get("out")):
+                if getattr(a, "dtype", None) == np.float64:
+                    raise AssertionError(f"numpy.{name} made float64 in a float32 run")
+            return out
+
+        return checked
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "momentum", "adam"])
+def test_float32_runs_stay_float32(optimizer):
+    X, y = _data(n=96)
+    guard = _Float64Guard()
+    model = gm.MLP([7, 9, 9, 3], dtype="float32", backend=Backend(np, NumpyOps(guard)), seed=0)
+    opt = {"sgd": SGD(lr=0.1), "momentum": SGD(lr=0.1, momentum=0.9), "adam": Adam(lr=0.01)}[optimizer]
+    model.fit(X.astype(np.float64), y, optimizer=opt, epochs=2, batch_size=32, l2=1e-3)
+    assert guard.calls > 0
+    arrays = [p for p in model.params]
+    arrays += [a for v in opt.state.values() for a in v]
+    for ws in model._workspaces.values():
+        arrays += ws.Z + ws.D[1:] + [ws.T]
+        for blocks, db in ws.update_plan:
+            arrays += [buf for _, buf in blocks] + [db]
+    assert arrays and all(a.dtype == np.float32 for a in arrays)
+    assert all(isinstance(v, float) and np.isfinite(v) for v in model.history["loss"])
