@@ -47,7 +47,8 @@ class Workspace:
         self.Z, self.D, self.T, self.grads = Z, D, T, grads  # grads == []: not allocated
         self.flat_grads = flat_grads  # when given, grads are views into this 1-D buffer
         self.grad_views = tuple(grads)
-        self.update_plan: list[tuple[list[tuple[slice | None, Any]], Any]] | None = None  # see MLP.backward_update
+        self.update_plan: list[list[tuple[slice | None, Any]]] | None = None  # see MLP.backward_update
+        self.bias_grads: list[Any] | None = None
 
     @classmethod
     def allocate(cls, model: "MLP", rows: int, grads: bool = True) -> "Workspace":
@@ -71,19 +72,15 @@ class Workspace:
 
     def allocate_update_plan(self, model: "MLP") -> None:
         """For each layer, its weight-gradient blocks as (rows, buffer) (rows None: the whole
-        matrix) and a bias-gradient buffer. The blocks of every layer share one buffer."""
+        matrix). The blocks of every layer share one buffer."""
         ops, dtype = model.ops, model._xp_dtype
         itemsize = np.dtype(model.dtype).itemsize
-        blocks = [ops.weight_blocks(n_in, n_out, itemsize) for n_in, n_out in zip(model.sizes[:-1], model.sizes[1:])]
-        extent = [(n_in if r is None else r.stop - r.start) * n_out
-                  for rows, n_in, n_out in zip(blocks, model.sizes[:-1], model.sizes[1:]) for r in rows]
-        flat = ops.alloc((max(extent),), dtype)
-        plan = []
-        for rows, n_in, n_out in zip(blocks, model.sizes[:-1], model.sizes[1:]):
-            views = [(r, ops.xp.reshape(flat[:(n_in if r is None else r.stop - r.start) * n_out],
-                                        (n_in if r is None else r.stop - r.start, n_out))) for r in rows]
-            plan.append((views, ops.alloc((n_out,), dtype)))
-        self.update_plan = plan
+        pairs = list(zip(model.sizes[:-1], model.sizes[1:]))
+        blocks = [[(r, n_in if r is None else r.stop - r.start) for r in ops.weight_blocks(n_in, n_out, itemsize)]
+                  for n_in, n_out in pairs]
+        flat = ops.alloc((max(m * n_out for rows, (_, n_out) in zip(blocks, pairs) for _, m in rows),), dtype)
+        self.update_plan = [[(r, ops.xp.reshape(flat[:m * n_out], (m, n_out))) for r, m in rows]
+                            for rows, (_, n_out) in zip(blocks, pairs)]
 
     def pack_grads(self, ops: Any) -> Any:
         """Every gradient in the one contiguous buffer (for a single allreduce), returned.
@@ -271,11 +268,12 @@ class MLP:
         update reads it. D_{l-1} is taken before W_l changes; each Z_{l-1} (l > 1) is spent
         as scratch by the last use of it, the activation backward. When the update is
         p ← p + c·∇E (plain SGD, c = −η), c rides along in the deltas (they are linear in
-        D_L) and each block is added as it comes.
+        D_L), and W_l ← (1 + cλ)W_l + Z_{l-1}ᵀ D_l is one GEMM where the Ops has a GEMM
+        with β (Ops.gemm_update), else each block is added as it comes.
         """
         Z, D, ops, layers = ws.Z, ws.D, self.ops, self.layers
-        if ws.update_plan is None:
-            ws.allocate_update_plan(self)
+        if ws.bias_grads is None:
+            ws.bias_grads = [ops.alloc((n,), self._xp_dtype) for n in self.sizes[1:]]
         L = len(layers)
         c = optimizer.prescale
         update = optimizer.update if c is None else optimizer.apply_prescaled
@@ -285,16 +283,18 @@ class MLP:
         D[L] = ops.output_delta(self.output_activation, loss, Z[L], T, scale, out=D[L])
         for l in range(L, 0, -1):
             W = layers[l - 1].W
-            blocks, db = ws.update_plan[l - 1]
             if l > 1:
                 D[l - 1] = ops.gemm(D[l], W, out=D[l - 1], trans_b=True)
-            for rows, buf in blocks:  # dW_l = Z_{l-1}ᵀ D_l (+ λ W_l), block by block
-                Zb, Wb = (Z[l - 1], W) if rows is None else (Z[l - 1][:, rows], W[rows])
-                g = ops.gemm(Zb, D[l], out=buf, trans_a=True)
-                if l2:
-                    g = ops.add_scaled(g, l2, Wb)
-                update(2 * l - 2, Wb, g, rows)
-            update(2 * l - 1, layers[l - 1].b, ops.sum_rows(D[l], out=db))
+            if c is None or not ops.gemm_update(W, Z[l - 1], D[l], 1.0, 1.0 + l2, trans_a=True):
+                if ws.update_plan is None:
+                    ws.allocate_update_plan(self)
+                for rows, buf in ws.update_plan[l - 1]:  # dW_l = Z_{l-1}ᵀ D_l (+ λ W_l), block by block
+                    Zb, Wb = (Z[l - 1], W) if rows is None else (Z[l - 1][:, rows], W[rows])
+                    g = ops.gemm(Zb, D[l], out=buf, trans_a=True)
+                    if l2:
+                        g = ops.add_scaled(g, l2, Wb)
+                    update(2 * l - 2, Wb, g, rows)
+            update(2 * l - 1, layers[l - 1].b, ops.sum_rows(D[l], out=ws.bias_grads[l - 1]))
             if l > 1:
                 D[l - 1] = ops.backprop_activation(self.activations[l - 2], Z[l - 1], D[l - 1], consume_z=True)
 

@@ -3,8 +3,10 @@
 :class:`Ops` is the reference: it uses only the Python Array API standard, so it runs on
 any conforming namespace (``array_api_strict`` included) and ignores ``out=``; results are
 always returned, and callers keep the returned array. :class:`NumpyOps` overrides the hot
-paths with ``out=`` buffers and in-place ufuncs (NumPy and CuPy share that ufunc API);
-:class:`CupyOps` adds fused device kernels on top. Tests compare the fast paths with the
+paths with ``out=`` buffers and in-place ufuncs (NumPy and CuPy share that ufunc API), and
+on NumPy arrays with GEMMs that accumulate (β = 1, through NumPy's own BLAS: gpumlp._blas),
+so an SGD update and the bias ride inside the matmuls; :class:`CupyOps` adds fused device
+kernels on top. Tests compare the fast paths with the
 reference. Optimizer updates are in place on every Ops, so parameter arrays never move.
 """
 
@@ -12,6 +14,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from . import _blas
 from .activations import ACTIVATIONS
 from .losses import CANONICAL_PAIRS, LOSSES
 
@@ -50,6 +53,11 @@ class Ops:
         """D ⊙ g'(A) from the layer output Z (may overwrite D on fast paths; with
         ``consume_z``, Z too: the caller has no further use for it)."""
         return ACTIVATIONS[activation].backward(self.xp, Z, D)
+
+    def gemm_update(self, p: Any, a: Any, b: Any, alpha: float, beta: float = 1.0, trans_a: bool = False) -> bool:
+        """In place p ← β·p + α·op(a)·b in one GEMM, where the Ops can (a weight update
+        inside the GEMM that makes its gradient); False, having done nothing, where not."""
+        return False
 
     def weight_blocks(self, n_in: int, n_out: int, itemsize: int) -> list[Any]:
         """Row blocks in which the fused update makes and applies a (n_in, n_out) weight
@@ -159,9 +167,17 @@ class NumpyOps(Ops):
 
     fused_update = True
     _eps: dict[Any, float] = {}  # machine ε per dtype (shared, immutable)
-    # A weight-gradient block of at most this many bytes stays in a core's L2 cache between
-    # the GEMM that writes it and the update that reads it; bigger matrices go in row blocks.
+    # Where the update is not inside the GEMM (momentum, Adam), a weight gradient is made in
+    # row blocks of at most this many bytes, in one reused buffer, each applied while it is
+    # still in cache: the scratch stays small however wide the layer.
     update_block_bytes = 4 << 20
+    # Below this many elements a ctypes BLAS call (gemm_update, the bias in the GEMM, the
+    # column sums) costs more than the NumPy calls it replaces.
+    gemm_update_min_size = 1 << 14
+
+    def __init__(self, xp: Any) -> None:
+        super().__init__(xp)
+        self._ones: dict[tuple[int, Any], Any] = {}  # a row of ones per (length, dtype): Σ_rows as a GEMM
 
     def copy(self, a: Any) -> Any:
         return a.copy()
@@ -170,8 +186,12 @@ class NumpyOps(Ops):
         return self.xp.matmul(a.T if trans_a else a, b.T if trans_b else b, out=out)
 
     def affine_activate(self, X: Any, W: Any, b: Any, activation: str, out: Any = None) -> Any:
-        out = self.xp.matmul(X, W, out=out)
-        out += b
+        if out is not None and out.size >= self.gemm_update_min_size and _blas.accepts(out, X, W):
+            self.xp.copyto(out, b)  # the bias rides in the GEMM: out ← out + X W (β = 1)
+            _blas.gemm_into(out, X, W, 1.0, 1.0)
+        else:
+            out = self.xp.matmul(X, W, out=out)
+            out += b
         _INPLACE_FORWARD[activation](self.xp, out)
         return out
 
@@ -212,11 +232,24 @@ class NumpyOps(Ops):
         return -self.xp.vdot(T, L)
 
     def sum_rows(self, D: Any, out: Any = None) -> Any:
+        if (out is not None and D.size >= self.gemm_update_min_size and out.flags.c_contiguous
+                and _blas.accepts(out.reshape(1, -1), D, D)):
+            key = (D.shape[0], D.dtype)
+            ones = self._ones.get(key)
+            if ones is None:
+                ones = self._ones[key] = self.xp.ones((1, D.shape[0]), dtype=D.dtype)
+            _blas.gemm_into(out.reshape(1, -1), ones, D, 1.0, 0.0)  # 1ᵀD, a (1, B)·(B, n) GEMM: both cores read D
+            return out
         return D.sum(axis=0, out=out)
 
     def take_rows(self, A: Any, idx: Any, out: Any = None) -> Any:
         # mode="clip" (idx is always in range): the default mode copies through a temporary
         return self.xp.take(A, idx, axis=0, out=out, mode="clip")
+
+    def gemm_update(self, p: Any, a: Any, b: Any, alpha: float, beta: float = 1.0, trans_a: bool = False) -> bool:
+        if p.size < self.gemm_update_min_size:
+            return False
+        return _blas.gemm_into(p, a, b, alpha, beta, trans_a)  # NumPy's own BLAS ?gemm, with β
 
     def weight_blocks(self, n_in: int, n_out: int, itemsize: int) -> list[Any]:
         rows = max(1, self.update_block_bytes // (itemsize * n_out))

@@ -22,9 +22,12 @@ fi
 
 # OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE pin an old OpenBLAS kernel on some machines and slow a
 # current numpy; the benchmark runs without them (this process only; tests never touch them).
+unset_list=""
 for var in OPENBLAS_CORETYPE OPENBLAS_L2_SIZE; do
     if [ -n "${!var+x}" ]; then
         echo "scripts/bench.sh: unset $var=${!var} for the benchmark process only" >&2
+        unset_list="${unset_list}${var}=${!var};"
     fi
 done
-exec env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE "$PY" benchmarks/bench_train.py "$@"
+exec env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE GPUMLP_BENCH_UNSET="$unset_list" \
+    "$PY" benchmarks/bench_train.py "$@"

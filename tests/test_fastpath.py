@@ -2,8 +2,9 @@
 
 Same seed, same data, same batches: the reference Ops (``get_backend("numpy", fast=False)``,
 backward_into + optimizer.step) and NumpyOps (MLP.backward_update: updates fused into the
-backward pass, dW in row blocks, η folded into the deltas for plain SGD) must end at the same
-weights. No speed is asserted here; benchmarks/bench_train.py measures that.
+backward pass, dW in row blocks or, for plain SGD with η folded into the deltas, W updated
+inside one BLAS GEMM; bias and bias gradient as BLAS calls) must end at the same weights.
+No speed is asserted here; benchmarks/bench_train.py measures that.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import numpy as np
 import pytest
 
 import gpumlp as gm
+from gpumlp import _blas
 from gpumlp.backend import Backend
 from gpumlp.ops import NumpyOps, Ops
 from gpumlp.optimizers import SGD, Adam
@@ -25,9 +27,23 @@ def _data(n=200, d=7, k=3, seed=1):
     return X, y
 
 
-def _blocked_numpy(block_bytes: int) -> Backend:
+class _NoBlasOps(NumpyOps):
+    """NumpyOps without the one-call GEMM update: plain SGD goes through the gradient blocks."""
+
+    def gemm_update(self, p, a, b, alpha, beta=1.0, trans_a=False):
+        return False
+
+
+class _OneCallOps(NumpyOps):
+    """NumpyOps that takes its BLAS calls (update in the GEMM, bias in the GEMM, column sums
+    as a GEMM) for arrays of any size."""
+
+    gemm_update_min_size = 0
+
+
+def _blocked_numpy(block_bytes: int, ops_class: type = NumpyOps) -> Backend:
     """NumPy with the fast Ops, weight gradients made in row blocks of at most block_bytes."""
-    ops = NumpyOps(np)
+    ops = ops_class(np)
     ops.update_block_bytes = block_bytes
     return Backend(np, ops)
 
@@ -42,6 +58,8 @@ def _assert_weights_close(a: gm.MLP, b: gm.MLP, rel: float = 1e-5) -> None:
 FAST_BACKENDS = {
     "numpy": lambda: "numpy",
     "numpy-blocked": lambda: _blocked_numpy(64),  # several row blocks per weight matrix
+    "numpy-one-call": lambda: _blocked_numpy(64, _OneCallOps),  # plain SGD: W updated inside the GEMM
+    "numpy-blocked-no-blas": lambda: _blocked_numpy(64, _NoBlasOps),
 }
 
 CASES = [
@@ -95,9 +113,14 @@ def test_the_fused_path_is_what_numpy_fit_uses():
 
 def test_fused_workspaces_hold_no_full_gradient_and_gain_it_on_demand():
     X, y = _data(n=64)
-    model = gm.MLP([7, 6, 3], backend="numpy", seed=0)
-    model.fit(X, y, epochs=1, batch_size=16)
+    ops = NumpyOps(np)
+    ops.gemm_update_min_size = 0  # one-call GEMM updates even for these small matrices
+    model = gm.MLP([7, 6, 3], backend=Backend(np, ops), seed=0)
+    model.fit(X, y, epochs=1, batch_size=16)  # plain SGD: W ← W − η Zᵀ D in the GEMM itself
     ws = model._workspaces[16]
+    assert ws.grads == []
+    assert (ws.update_plan is None) == (_blas.routine(np.float64) is not None)
+    model.fit(X, y, epochs=1, batch_size=16, optimizer="adam")  # Adam: gradient blocks
     assert ws.grads == [] and ws.update_plan is not None
     model.fit(X, y, epochs=1, batch_size=16, clip_norm=1.0)  # needs the full gradient: allocated now
     assert len(model._workspaces[16].grads) == 4
@@ -137,11 +160,12 @@ class _Float64Guard:
         return checked
 
 
+@pytest.mark.parametrize("ops_class", [NumpyOps, _NoBlasOps, _OneCallOps])
 @pytest.mark.parametrize("optimizer", ["sgd", "momentum", "adam"])
-def test_float32_runs_stay_float32(optimizer):
+def test_float32_runs_stay_float32(optimizer, ops_class):
     X, y = _data(n=96)
     guard = _Float64Guard()
-    model = gm.MLP([7, 9, 9, 3], dtype="float32", backend=Backend(np, NumpyOps(guard)), seed=0)
+    model = gm.MLP([7, 9, 9, 3], dtype="float32", backend=Backend(np, ops_class(guard)), seed=0)
     opt = {"sgd": SGD(lr=0.1), "momentum": SGD(lr=0.1, momentum=0.9), "adam": Adam(lr=0.01)}[optimizer]
     model.fit(X.astype(np.float64), y, optimizer=opt, epochs=2, batch_size=32, l2=1e-3)
     assert guard.calls > 0
@@ -149,7 +173,24 @@ def test_float32_runs_stay_float32(optimizer):
     arrays += [a for v in opt.state.values() for a in v]
     for ws in model._workspaces.values():
         arrays += ws.Z + ws.D[1:] + [ws.T]
-        for blocks, db in ws.update_plan:
-            arrays += [buf for _, buf in blocks] + [db]
+        arrays += ws.bias_grads
+        for blocks in ws.update_plan or []:
+            arrays += [buf for _, buf in blocks]
     assert arrays and all(a.dtype == np.float32 for a in arrays)
     assert all(isinstance(v, float) and np.isfinite(v) for v in model.history["loss"])
+
+
+def test_gemm_update_is_one_blas_call_equal_to_matmul():
+    rng = np.random.default_rng(0)
+    for dtype in (np.float32, np.float64):
+        if _blas.routine(dtype) is None:
+            pytest.skip("NumPy's BLAS is not reachable here: the fast path uses matmul + add")
+        Z, D, W = (rng.standard_normal(s).astype(dtype) for s in ((33, 17), (33, 9), (17, 9)))
+        want = 0.99 * W - 0.1 * (Z.T @ D)
+        assert _OneCallOps(np).gemm_update(W, Z, D, -0.1, 0.99, trans_a=True)
+        np.testing.assert_allclose(W, want, rtol=1e-5 if dtype == np.float32 else 1e-12, atol=1e-6)
+    before = W.copy()
+    assert not _OneCallOps(np).gemm_update(W, Z[::2], D[::2], 1.0, 1.0, trans_a=True)  # strided: declined
+    assert not _blas.gemm_into(W.astype(np.float32), Z, D, 1.0, 1.0, True)  # mixed dtypes: declined
+    np.testing.assert_array_equal(W, before)
+    assert not Ops(np).gemm_update(W, Z, D, 1.0)
