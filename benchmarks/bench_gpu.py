@@ -269,14 +269,8 @@ def main(argv=None) -> int:
     if not gm.has_gpu():
         print(f"bench_gpu: no usable GPU: {gm.backend_info('numpy').get('gpu')}", file=sys.stderr)
         return 2
-    names = [c for c in args.configs.split(",") if c]
-    impls = [i for i in args.impls.split(",") if i]
-    for c in names:
-        if c not in GPU_CONFIGS:
-            sys.exit(f"unknown config {c!r}; choose from {', '.join(GPU_CONFIGS)}")
-    for i in impls:
-        if i not in IMPLS:
-            sys.exit(f"unknown implementation {i!r}; choose from {', '.join(IMPLS)}")
+    names = common.choose(args.configs, list(GPU_CONFIGS), "config")
+    impls = common.choose(args.impls, list(IMPLS), "implementation")
     repeats = args.repeats or (2 if args.quick else 5)
     configs = [GPU_CONFIGS[c].scaled(GPU_QUICK[c]) if args.quick else GPU_CONFIGS[c] for c in names]
 

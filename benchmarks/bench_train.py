@@ -314,14 +314,8 @@ def parse_args(argv=None):
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    names = [c for c in args.configs.split(",") if c]
-    impls = [i for i in args.impls.split(",") if i]
-    for c in names:
-        if c not in CONFIGS:
-            sys.exit(f"unknown config {c!r}; choose from {', '.join(CONFIGS)}")
-    for i in impls:
-        if i not in IMPLS:
-            sys.exit(f"unknown implementation {i!r}; choose from {', '.join(IMPLS)}")
+    names = common.choose(args.configs, list(CONFIGS), "config")
+    impls = common.choose(args.impls, list(IMPLS), "implementation")
 
     if args.memory_child:
         cfg = CONFIGS[names[0]]

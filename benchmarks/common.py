@@ -50,6 +50,15 @@ CONFIGS: dict[str, Config] = {
 QUICK_SAMPLES = {"mnist": 6400, "wide": 2048, "tiny": 1000}
 
 
+def choose(text: str, known: Sequence[str], what: str) -> list[str]:
+    """The comma-separated names in ``text``; exits with a message naming ``what`` for an unknown one."""
+    names = [n for n in text.split(",") if n]
+    for n in names:
+        if n not in known:
+            raise SystemExit(f"unknown {what} {n!r}; choose from {', '.join(known)}")
+    return names
+
+
 def make_data(cfg: Config, seed: int = 0, dtype: str = "float32"):
     """Random inputs (standard normal, ``dtype``) and int64 labels, from a fixed seed, on the host."""
     rng = np.random.default_rng(seed)

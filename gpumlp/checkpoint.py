@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from .io import encode_meta, model_meta, read_npz, save
+from .io import decode_json, encode_meta, model_meta, read_npz, save
 from .network import MLP
 from .optimizers import Optimizer
 
@@ -107,10 +107,7 @@ def load_checkpoint(path: "str | os.PathLike[str]") -> Checkpoint:
     path = os.fspath(path)
     if _KEY not in arrays:
         raise ValueError(f"{path!r} is a gpumlp model file but not a training checkpoint (no checkpoint record)")
-    try:
-        record = json.loads(arrays.pop(_KEY).tobytes().decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ValueError(f"{path!r} has a corrupted checkpoint record: {exc}") from None
+    record = decode_json(arrays.pop(_KEY), path, "checkpoint record")
     if not isinstance(record, dict) or record.get("version") != CHECKPOINT_VERSION:
         got = record.get("version") if isinstance(record, dict) else record
         raise ValueError(f"{path!r} is checkpoint version {got!r}; this gpumlp reads version {CHECKPOINT_VERSION}")

@@ -356,58 +356,40 @@ def _hidden(text: str) -> list[int]:
     return sizes
 
 
-def _batch(text: str) -> int | None:
-    if text == "full":
-        return None
+def _number(text: str, kind: type, expected: str, ok: Any, bound: str) -> Any:
+    """``text`` as a ``kind`` for argparse; ``expected`` names the form, ``ok(value)`` checks ``bound``."""
     try:
-        value = int(text)
+        value = kind(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer or 'full'; got {text!r}") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be positive; got {value}")
-    return value
-
-
-def _fraction(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number in [0, 1); got {text!r}") from None
-    if not 0.0 <= value < 1.0:
-        raise argparse.ArgumentTypeError(f"must lie in [0, 1); got {value}")
+        raise argparse.ArgumentTypeError(f"expected {expected}; got {text!r}") from None
+    if not ok(value):
+        raise argparse.ArgumentTypeError(f"must be {bound}; got {text}")
     return value
 
 
 def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer; got {text!r}") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be positive; got {value}")
-    return value
+    return _number(text, int, "a positive integer", lambda v: v > 0, "positive")
 
 
 def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive number; got {text!r}") from None
-    if not 0.0 < value < math.inf:
-        raise argparse.ArgumentTypeError(f"must be a positive finite number; got {text}")
-    return value
+    return _number(text, float, "a positive number", lambda v: 0.0 < v < math.inf, "a positive finite number")
+
+
+def _fraction(text: str) -> float:
+    return _number(text, float, "a number in [0, 1)", lambda v: 0.0 <= v < 1.0, "in [0, 1)")
+
+
+def _batch(text: str) -> int | None:
+    if text == "full":
+        return None
+    return _number(text, int, "a positive integer or 'full'", lambda v: v > 0, "positive")
 
 
 def _threshold(text: str) -> float | None:
     if text.lower() == "none":
         return None
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number > 1 or 'none'; got {text!r}") from None
-    if not 1.0 < value < math.inf:
-        raise argparse.ArgumentTypeError(f"must be > 1 (a factor over the first epoch's loss) or 'none'; got {text}")
-    return value
+    return _number(text, float, "a number > 1 or 'none'", lambda v: 1.0 < v < math.inf,
+                   "> 1 (a factor over the first epoch's loss) or 'none'")
 
 
 def _targets(table: Table, task: str, loss: str, source: str) -> tuple[np.ndarray, list[Any]]:

@@ -63,6 +63,14 @@ def encode_meta(meta: dict[str, Any]) -> np.ndarray:
     return np.frombuffer(json.dumps(meta).encode("utf-8"), dtype=np.uint8)
 
 
+def decode_json(array: np.ndarray, path: str, what: str) -> Any:
+    """The JSON value :func:`encode_meta` stored in ``array``; a ValueError naming ``what`` if damaged."""
+    try:
+        return json.loads(array.tobytes().decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"{path!r} has corrupted {what}: {exc}") from None
+
+
 def save(model: MLP, path: "str | os.PathLike[str]", extra: dict[str, np.ndarray] | None = None) -> None:
     """Write ``model`` to ``path`` atomically (``extra`` arrays are stored beside the weights)."""
     arrays = {_META_KEY: encode_meta(model_meta(model))}
@@ -89,10 +97,7 @@ def read_npz(path: "str | os.PathLike[str]") -> tuple[dict[str, Any], dict[str, 
         raise ValueError(f"{path!r} is not a readable gpumlp model file (truncated or corrupted?): {exc}") from None
     if _META_KEY not in arrays:
         raise ValueError(f"{path!r} is an .npz file but not a gpumlp model (no metadata)")
-    try:
-        meta = json.loads(arrays.pop(_META_KEY).tobytes().decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ValueError(f"{path!r} has corrupted gpumlp metadata: {exc}") from None
+    meta = decode_json(arrays.pop(_META_KEY), path, "gpumlp metadata")
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise ValueError(f"{path!r} is not a gpumlp model file (format {meta.get('format') if isinstance(meta, dict) else meta!r})")
     if meta.get("version") != VERSION:

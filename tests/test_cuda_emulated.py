@@ -21,37 +21,17 @@ from gpumlp.network import Workspace
 from gpumlp.optimizers import SGD, Adam
 from gpumlp.training import Trainer
 
+from agreement import HIDDEN, OUTPUT_LOSS, flat, rel, targets
 from cuda_emulator import EmulatedBackend, available
 
 pytestmark = pytest.mark.skipif(not available(), reason="emulating CUDA kernels needs g++ on x86-64 Linux")
 
 TOL = {"float64": 1e-10, "float32": 1e-4}  # max |a − b| / max |b|, as in tests/test_gpu.py
-HIDDEN = ("relu", "tanh", "sigmoid", "identity")
-OUTPUT_LOSS = [("softmax", "cross_entropy"), ("softmax", "binary_cross_entropy"), ("softmax", "mse"),
-               ("sigmoid", "binary_cross_entropy"), ("sigmoid", "cross_entropy"), ("sigmoid", "mse"),
-               ("identity", "mse"), ("tanh", "mse"), ("relu", "mse")]
 
 
 @pytest.fixture(scope="module")
 def emu() -> EmulatedBackend:
     return EmulatedBackend()
-
-
-def rel(a, b) -> float:
-    a, b = np.asarray(gm.to_numpy(a), dtype=np.float64), np.asarray(gm.to_numpy(b), dtype=np.float64)
-    return float(np.abs(a - b).max() / max(np.abs(b).max(), 1e-300))
-
-
-def flat(model) -> np.ndarray:
-    return np.concatenate([np.concatenate([W.ravel(), b.ravel()]) for W, b in model.get_weights()])
-
-
-def targets(rng, loss, n, k):
-    if loss == "mse":
-        return rng.normal(size=(n, k))
-    if loss == "binary_cross_entropy":
-        return rng.integers(0, 2, size=(n, k)).astype(float)
-    return np.eye(k)[rng.integers(0, k, n)]
 
 
 @pytest.mark.parametrize("dtype", ["float64", "float32"])

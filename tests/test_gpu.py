@@ -21,36 +21,17 @@ from gpumlp.network import Workspace
 from gpumlp.optimizers import Adam, SGD
 from gpumlp.training import Trainer
 
+from agreement import HIDDEN, OUTPUT_LOSS, flat, rel, targets
+
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not gm.has_gpu(), reason="no CUDA GPU (CuPy with a visible device)")]
 
 TOL = {"float64": 1e-10, "float32": 1e-4}
 TRAIN_TOL = {"float64": 1e-8, "float32": 2e-3}
-HIDDEN = ("relu", "tanh", "sigmoid", "identity")
-OUTPUT_LOSS = [("softmax", "cross_entropy"), ("softmax", "binary_cross_entropy"), ("softmax", "mse"),
-               ("sigmoid", "binary_cross_entropy"), ("sigmoid", "cross_entropy"), ("sigmoid", "mse"),
-               ("identity", "mse"), ("tanh", "mse"), ("relu", "mse")]
 
 
 @pytest.fixture(scope="module")
 def cp():
     return pytest.importorskip("cupy")
-
-
-def rel(a, b) -> float:
-    a, b = np.asarray(gm.to_numpy(a), dtype=np.float64), np.asarray(gm.to_numpy(b), dtype=np.float64)
-    return float(np.abs(a - b).max() / max(np.abs(b).max(), 1e-300))
-
-
-def flat(model) -> np.ndarray:
-    return np.concatenate([np.concatenate([W.ravel(), b.ravel()]) for W, b in model.get_weights()])
-
-
-def targets(rng, loss, n, k):
-    if loss == "mse":
-        return rng.normal(size=(n, k))
-    if loss == "binary_cross_entropy":
-        return rng.integers(0, 2, size=(n, k)).astype(float)
-    return np.eye(k)[rng.integers(0, k, n)]
 
 
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
