@@ -95,12 +95,16 @@ def routine(dtype: Any) -> Any:
 
 
 def accepts(c: Any, a: Any, b: Any) -> bool:
-    """True when :func:`gemm_into` can take these arrays: C-contiguous 2-D NumPy arrays of
-    one float dtype whose BLAS routine was found."""
+    """True when :func:`gemm_into` can take these arrays: C-contiguous, aligned 2-D NumPy arrays
+    of one float dtype whose BLAS routine was found, c not overlapping a or b (as NumPy asks
+    before it calls BLAS; an overlapping c would be read while it is written)."""
     if not (type(c) is np.ndarray and type(a) is np.ndarray and type(b) is np.ndarray):
         return False
-    if not (c.dtype == a.dtype == b.dtype and c.ndim == a.ndim == b.ndim == 2 and c.flags.c_contiguous
-            and a.flags.c_contiguous and b.flags.c_contiguous and c.flags.writeable):
+    fa, fb, fc = a.flags, b.flags, c.flags
+    if not (c.dtype == a.dtype == b.dtype and c.ndim == a.ndim == b.ndim == 2 and fc.writeable
+            and fa.c_contiguous and fb.c_contiguous and fc.c_contiguous and fa.aligned and fb.aligned and fc.aligned):
+        return False
+    if np.may_share_memory(c, a) or np.may_share_memory(c, b):
         return False
     return routine(c.dtype) is not None
 

@@ -33,8 +33,8 @@ def dtanh(xp: Any, Z: Any) -> Any:
 
 
 def relu(xp: Any, A: Any) -> Any:
-    """Rectified linear unit max(A, 0)."""
-    return xp.where(A > 0, A, xp.zeros_like(A))
+    """Rectified linear unit max(A, 0); NaN stays NaN (as on the fast paths), so divergence shows."""
+    return xp.where(A < 0, xp.zeros_like(A), A)
 
 
 def drelu(xp: Any, Z: Any) -> Any:

@@ -14,6 +14,7 @@ import argparse
 import csv
 import importlib.metadata
 import io as _io
+import itertools
 import json
 import math
 import os
@@ -43,9 +44,11 @@ from .optimizers import OPTIMIZERS
 from .training import DivergenceError
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, the status of a command whose output pipe was closed
 # Extra arrays stored in the model .npz beside the weights ("__" keys: not weights, see gpumlp.io).
 CLI_META, CLI_MEAN, CLI_SCALE = "__cli__", "__cli_mean__", "__cli_scale__"
 CHECKPOINT_RECORD = "__checkpoint__"  # the array that makes a model file a gpumlp.checkpoint file
+HEADER_SAMPLE_ROWS = 1000  # rows of a CSV read to decide whether its first row is a header
 MAX_CLASSES_AUTO = 100  # loss="auto": integer targets with at most this many values are classes
 
 
@@ -92,13 +95,19 @@ def _column_index(spec: str, header: list[str] | None, n_cols: int, path: str) -
 
 def _loadtxt(path: str, skip: int, cols: list[int], header: list[str] | None, dtype: Any) -> np.ndarray:
     try:
-        return np.loadtxt(path, delimiter=",", skiprows=skip, usecols=cols, dtype=dtype, quotechar='"', ndmin=2)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # "input contained no data": the caller says so
+            return np.loadtxt(path, delimiter=",", skiprows=skip, usecols=cols, dtype=dtype, quotechar='"', ndmin=2,
+                              encoding="utf-8-sig")
     except ValueError as exc:
         m = re.search(r"could not convert string '(.*)' to \w+ at row (\d+), column (\d+)", str(exc))
         if m is None:
             raise CLIError(f"{path}: {exc}") from None
-        col = cols[int(m.group(3)) - 1]
+        col = int(m.group(3)) - 1  # NumPy counts the file's columns from 1, whatever usecols is
         name = f"{header[col]!r} (column {col})" if header else f"column {col}"
+        if not m.group(1):
+            raise CLIError(f"{path}: line {int(m.group(2)) + 1 + skip}: {name} is empty (a missing value); "
+                           "fill it in or drop the row") from None
         raise CLIError(
             f"{path}: line {int(m.group(2)) + 1 + skip}: {name} has the non-numeric value {m.group(1)!r}; "
             f"feature columns must be numbers (if it is the target, pass --target {header[col] if header else col})"
@@ -106,12 +115,15 @@ def _loadtxt(path: str, skip: int, cols: list[int], header: list[str] | None, dt
 
 
 def _read_csv(path: str, target: str | None, want_target: bool, known_target: str | None) -> Table:
-    with open(path, newline="") as f:
-        first = next(csv.reader(f), None)
-    if not first:
+    with open(path, newline="", encoding="utf-8-sig") as f:  # -sig: drop the BOM spreadsheets write
+        rows = [[c.strip() for c in row] for row in itertools.islice(csv.reader(f), HEADER_SAMPLE_ROWS)]
+    if not rows or not rows[0]:
         raise CLIError(f"{path}: the file is empty")
-    first = [c.strip() for c in first]
-    header = None if all(_is_number(c) for c in first) else first
+    first = rows[0]
+    # The first row is a header when a text cell in it is not among its column's values below; a
+    # text label that recurs ("setosa" in a headerless file) is data.
+    below = [{row[i] for row in rows[1:] if i < len(row)} for i in range(len(first))]
+    header = first if any(c and not _is_number(c) and c not in below[i] for i, c in enumerate(first)) else None
     n_cols = len(first)
     t = None
     if target is not None:
@@ -131,6 +143,11 @@ def _read_csv(path: str, target: str | None, want_target: bool, known_target: st
     if t is not None:
         y = _loadtxt(path, skip, [t], header, str)[:, 0]
         y = np.char.strip(y)
+        empty = np.flatnonzero(y == "")
+        if empty.size and want_target:  # predict drops the column whatever it holds
+            name = f"{header[t]!r} (column {t})" if header else f"column {t}"
+            raise CLIError(f"{path}: line {empty[0] + 1 + skip}: the target {name} is empty (a missing value); "
+                           "fill it in or drop the row")
         if all(_is_number(v) for v in y[: min(len(y), 1000)]):
             try:
                 y = y.astype(np.float64)
@@ -192,7 +209,10 @@ def read_data(
         raise CLIError(f"{source!r} is a directory, not a data file")
     ext = os.path.splitext(source)[1].lower()
     if ext == ".csv":
-        table = _read_csv(source, target, want_target, known_target)
+        try:
+            table = _read_csv(source, target, want_target, known_target)
+        except UnicodeDecodeError as exc:
+            raise CLIError(f"{source}: not UTF-8 text ({exc}); save the CSV as UTF-8") from None
     elif ext == ".npz":
         table = _read_npz(source, want_target)
     elif ext == ".npy":
@@ -265,7 +285,11 @@ class Bundle:
             X = X[:, [table.features.index(n) for n in names]]
         elif names and table.features:
             missing = [n for n in names if n not in table.features]
-            raise CLIError(f"{source}: missing feature columns {missing[:5]}{' ...' if len(missing) > 5 else ''}")
+            hint = ""
+            if table.target in missing:  # the file lacks the training target, so its last column stood in
+                hint = (f" ({table.target!r} was taken as the target: the file has no column "
+                        f"{self.meta.get('target')!r}; name the target with --target)")
+            raise CLIError(f"{source}: missing feature columns {missing[:5]}{' ...' if len(missing) > 5 else ''}{hint}")
         if X.shape[1] != self.model.n_features:
             raise CLIError(
                 f"{source}: {X.shape[1]} feature columns, but the model expects {self.model.n_features}"
@@ -421,9 +445,12 @@ class TrainingData:
         y, self.classes = _targets(table, self.task, self.loss, args.data)
         X = table.X
         if args.val_split:
-            self.X_tr, self.X_val, self.y_tr, self.y_val = train_test_split(
-                X, y, test_size=args.val_split, seed=args.seed, stratify=self.task == "classification"
-            )
+            try:
+                self.X_tr, self.X_val, self.y_tr, self.y_val = train_test_split(
+                    X, y, test_size=args.val_split, seed=args.seed, stratify=self.task == "classification"
+                )
+            except ValueError as exc:
+                raise CLIError(f"--val-split {args.val_split}: {exc}") from None
         else:
             self.X_tr, self.y_tr, self.X_val, self.y_val = X, y, None, None
         self.mean = self.X_tr.mean(axis=0) if args.scale == "standard" else np.zeros(X.shape[1])
@@ -728,7 +755,7 @@ def cmd_evaluate(args: argparse.Namespace, out: IO[str]) -> int:
 
 
 def _bench_script() -> Path | None:
-    for root in (Path.cwd(), Path(__file__).resolve().parents[1]):
+    for root in (Path(__file__).resolve().parents[1], Path.cwd()):  # this checkout first
         script = root / "benchmarks" / "bench_train.py"
         if script.is_file():
             return script
@@ -862,6 +889,9 @@ def _main(argv: list[str], out: IO[str]) -> int:
         elif extra:
             raise CLIError(f"unrecognized arguments: {' '.join(extra)} (see `gpumlp {args.command} --help`)")
         return int(args.func(args, out))
+    except BrokenPipeError:  # `gpumlp predict ... | head`: the reader left; stop quietly, as `cat` would
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so the exit-time flush is quiet too
+        return EXIT_BROKEN_PIPE
     except (*_REPORTED, *_UNEXPECTED) as exc:
         if os.environ.get("GPUMLP_DEBUG") and not isinstance(exc, _REPORTED):
             raise

@@ -113,6 +113,9 @@ def train_test_split(
         mask = np.zeros(n, dtype=bool)
         mask[test] = True
         train, test = rng.permutation(np.flatnonzero(~mask)), rng.permutation(test)
+        if train.size == 0 or test.size == 0:
+            part = "training" if train.size == 0 else "test"
+            raise ValueError(f"test_size={test_size} with stratify=True leaves no {part} samples out of {n}")
     else:
         perm = rng.permutation(n)
         n_test = max(1, int(round(test_size * n)))

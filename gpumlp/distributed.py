@@ -82,7 +82,11 @@ class Group:
         if not isinstance(comm, MPI.Comm):
             raise TypeError(f"comm must be an mpi4py communicator, 'mpi' or a gpumlp.distributed.Group; got {type(comm).__name__}")
         if timeout is None:
-            timeout = float(os.environ.get(TIMEOUT_ENV, DEFAULT_TIMEOUT))
+            text = os.environ.get(TIMEOUT_ENV, str(DEFAULT_TIMEOUT))
+            try:
+                timeout = float(text)
+            except ValueError:
+                raise ValueError(f"${TIMEOUT_ENV} must be a number of seconds; got {text!r}") from None
         self.timeout = check_number(timeout, "timeout")
         self.comm = comm
         self.rank, self.size = comm.Get_rank(), comm.Get_size()

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from typing import Any
 
 import numpy as np
@@ -26,7 +25,7 @@ def atomic_write(path: "str | os.PathLike[str]", write: Any) -> None:
     directory = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(directory):
         raise FileNotFoundError(f"cannot write {path!r}: directory {directory!r} does not exist")
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".npz", dir=directory)
+    fd, tmp = _new_temp_file(directory)
     try:
         with os.fdopen(fd, "wb") as f:
             write(f)
@@ -43,6 +42,18 @@ def atomic_write(path: "str | os.PathLike[str]", write: Any) -> None:
             os.fsync(dfd)
         finally:
             os.close(dfd)
+
+
+def _new_temp_file(directory: str) -> tuple[int, str]:
+    """(fd, path) of a new file in ``directory`` with the mode a plain open gives (0o666 less the
+    umask): tempfile.mkstemp's 0o600 would make every saved model private to its owner."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
+    while True:
+        tmp = os.path.join(directory, f".tmp-{os.urandom(8).hex()}.npz")
+        try:
+            return os.open(tmp, flags, 0o666), tmp
+        except FileExistsError:
+            continue
 
 
 def model_meta(model: MLP) -> dict[str, Any]:

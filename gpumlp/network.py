@@ -20,6 +20,7 @@ from .losses import AUTO_LOSS, LOSSES, PROBABILITY_OUTPUTS
 from .validation import as_array, check_choice, check_inputs, check_number, check_sizes, check_targets
 
 DTYPES = ("float32", "float64")
+MAX_WORKSPACES = 4  # batch shapes whose buffers a model keeps (an epoch uses two: full and remainder)
 
 
 class Layer:
@@ -43,9 +44,9 @@ class Workspace:
     shape reuses them; :meth:`unbuffered` wraps one input and lets each op allocate.
     """
 
-    def __init__(self, Z: list[Any], D: list[Any], T: Any, grads: list[Any], flat_grads: Any = None) -> None:
+    def __init__(self, Z: list[Any], D: list[Any], T: Any, grads: list[Any]) -> None:
         self.Z, self.D, self.T, self.grads = Z, D, T, grads  # grads == []: not allocated
-        self.flat_grads = flat_grads  # when given, grads are views into this 1-D buffer
+        self.flat_grads: Any = None  # set by allocate_grads: grads are views into this 1-D buffer
         self.grad_views = tuple(grads)
         self.update_plan: list[list[tuple[slice | None, Any]]] | None = None  # see MLP.backward_update
         self.bias_grads: list[Any] | None = None
@@ -234,6 +235,8 @@ class MLP:
         ``grads`` is False)."""
         ws = self._workspaces.get(rows)
         if ws is None:
+            if len(self._workspaces) >= MAX_WORKSPACES:  # drop the oldest: fits on ever new sizes must not pile up
+                del self._workspaces[next(iter(self._workspaces))]
             ws = self._workspaces[rows] = Workspace.allocate(self, rows, grads)
         elif grads and not ws.grads:
             ws.allocate_grads(self)
@@ -326,9 +329,9 @@ class MLP:
         """Network output for X, returned as the same kind of array as X (NumPy in, NumPy out)."""
         Y = self.forward(X)
         owner = backend_of(X)
-        if owner is not None and owner.name == self.backend.name and owner.name != "numpy":
-            return Y
-        return self.backend.to_numpy(Y)
+        if owner is None or owner.name == "numpy":
+            return self.backend.to_numpy(Y)
+        return Y if owner.name == self.backend.name else owner.asarray(self.backend.to_numpy(Y))
 
     def loss(self, X: Any, Y: Any, loss: str = "auto", l2: float = 0.0) -> float:
         """Mean loss E over the samples, plus (λ/2) Σ ‖W‖² when ``l2`` > 0."""

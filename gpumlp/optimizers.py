@@ -1,7 +1,8 @@
 """Optimizers: SGD (momentum, Nesterov) and Adam, updating parameters in place on the device.
 
 State (velocities, moments) is allocated once, on the parameters' backend, the first time
-an optimizer meets a parameter list, and reused by every later step and ``fit`` call.
+an optimizer meets a parameter list, and reused by every later step and ``fit`` call on
+parameters of the same shapes, dtype and backend; other parameters get fresh state and t = 0.
 Gradients are scratch after :meth:`Optimizer.step`: the fast Ops reuse them as buffers.
 """
 
@@ -33,12 +34,14 @@ class Optimizer:
 
     def bind(self, params: list[Any], ops: Ops) -> None:
         """Allocate state for ``params`` on their backend unless it already fits them."""
-        shapes = [tuple(p.shape) for p in params]
-        current = [tuple(a.shape) for a in next(iter(self.state.values()), [])]
+        shapes = [(tuple(p.shape), p.dtype) for p in params]
+        current = [(tuple(a.shape), a.dtype) for a in next(iter(self.state.values()), [])]
         if ops is self._ops and (not self.state_names or current == shapes):
             return
         self._ops = ops
         self.state = {k: [ops.alloc(tuple(p.shape), p.dtype) for p in params] for k in self.state_names}
+        if self.state_names:  # fresh (zero) moments start the step count again: Adam's bias correction needs t = 0
+            self.t = 0
 
     def step(self, params: list[Any], grads: list[Any]) -> None:
         """Apply one update to every parameter, in place."""
@@ -92,8 +95,8 @@ class Optimizer:
         """Restore what :meth:`state_dict` wrote onto ``backend``, where ``params`` live."""
         if sd.get("name") != self.name:
             raise ValueError(f"optimizer state is for {sd.get('name')!r}, not {self.name!r}")
-        self.t = int(sd["t"])
         self.bind(params, backend.ops)
+        self.t = int(sd["t"])
         for k, arrays in sd["state"].items():
             for dst, src in zip(self.state[k], arrays):
                 backend.ops.assign(dst, backend.asarray(src, dtype=dst.dtype))
@@ -118,7 +121,8 @@ class SGD(Optimizer):
 
     @property
     def prescale(self) -> float | None:
-        return None if self.momentum else -self.lr  # plain SGD: W ← W + (−η∇E)
+        # plain SGD: W ← W + (−η∇E); not for a subclass with its own update, which must see ∇E
+        return None if self.momentum or type(self).update is not SGD.update else -self.lr
 
     def update(self, i: int, p: Any, g: Any, rows: slice | None = None) -> None:
         v = None

@@ -1,7 +1,8 @@
 """Loss-curve plots (train and validation loss per epoch), saved as image files.
 
-matplotlib is optional (the ``plot`` extra) and imported only when a plot is made, with the
-non-interactive Agg backend so it works on servers and in CI.
+matplotlib is optional (the ``plot`` extra) and imported only when a plot is made. The figure is
+drawn without pyplot, so it works on servers and in CI and leaves the caller's pyplot backend
+and open figures (a notebook's inline plots, say) alone.
 """
 
 from __future__ import annotations
@@ -11,18 +12,16 @@ import os
 from typing import Any, Mapping, Sequence
 
 
-def _pyplot() -> Any:
-    """matplotlib.pyplot on the Agg backend, or an ImportError naming the ``plot`` extra."""
+def _figure_class() -> Any:
+    """matplotlib's Figure (no pyplot, no global backend switch), or an ImportError naming the ``plot`` extra."""
     try:
-        import matplotlib
+        import matplotlib  # noqa: F401  (the package itself, even when matplotlib.figure is already loaded)
+        from matplotlib.figure import Figure
     except ImportError as exc:
         raise ImportError(
             "plotting needs matplotlib, which is in the `plot` extra: pip install 'gpumlp[plot]'"
         ) from exc
-    matplotlib.use("Agg", force=True)
-    import matplotlib.pyplot as plt
-
-    return plt
+    return Figure
 
 
 def check_plot_path(path: str | os.PathLike[str]) -> None:
@@ -31,7 +30,7 @@ def check_plot_path(path: str | os.PathLike[str]) -> None:
     Raises ImportError when matplotlib is missing, ValueError for an image format it cannot
     write, FileNotFoundError when the directory does not exist.
     """
-    _pyplot()
+    _figure_class()
     from matplotlib.backend_bases import FigureCanvasBase
 
     path = os.fspath(path)
@@ -76,31 +75,28 @@ def plot_history(
     The format follows the file extension (PNG, SVG, PDF). Returns the path written.
     """
     train, val = _curves(history)
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(6.4, 4.0))
-    try:
-        epochs = range(1, len(train) + 1)
-        ax.plot(epochs, train, label="train loss", color="tab:blue", linewidth=1.8)
-        if val is not None:
-            ax.plot(range(1, len(val) + 1), val, label="validation loss", color="tab:orange", linewidth=1.8)
-            finite = [(v, i) for i, v in enumerate(val, 1) if math.isfinite(v)]
-            if finite:
-                best = min(finite)[1]
-                label = f"lowest validation loss (epoch {best})"
-                ax.axvline(best, color="tab:orange", linestyle=":", alpha=0.7, label=label)
-        values = [v for v in list(train) + list(val or []) if math.isfinite(v) and v > 0]
-        if logy is None:
-            logy = bool(values) and max(values) / min(values) > 100
-        if logy:
-            ax.set_yscale("log")
-        ax.set_xlabel("epoch")
-        ax.set_ylabel("loss (log scale)" if logy else "loss")
-        ax.set_title(title or "Loss per epoch")
-        ax.grid(True, alpha=0.3)
-        ax.legend()
-        fig.tight_layout()
-        out = os.fspath(path)
-        fig.savefig(out, dpi=dpi)
-    finally:
-        plt.close(fig)
+    fig = _figure_class()(figsize=(6.4, 4.0))
+    ax = fig.subplots()
+    epochs = range(1, len(train) + 1)
+    ax.plot(epochs, train, label="train loss", color="tab:blue", linewidth=1.8)
+    if val is not None:
+        ax.plot(range(1, len(val) + 1), val, label="validation loss", color="tab:orange", linewidth=1.8)
+        finite = [(v, i) for i, v in enumerate(val, 1) if math.isfinite(v)]
+        if finite:
+            best = min(finite)[1]
+            label = f"lowest validation loss (epoch {best})"
+            ax.axvline(best, color="tab:orange", linestyle=":", alpha=0.7, label=label)
+    values = [v for v in list(train) + list(val or []) if math.isfinite(v) and v > 0]
+    if logy is None:
+        logy = bool(values) and max(values) / min(values) > 100
+    if logy:
+        ax.set_yscale("log")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("loss (log scale)" if logy else "loss")
+    ax.set_title(title or "Loss per epoch")
+    ax.grid(True, alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    out = os.fspath(path)
+    fig.savefig(out, dpi=dpi)
     return out

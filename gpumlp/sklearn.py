@@ -86,6 +86,9 @@ class _EpochMonitor:
         self.X_val = None if X_val is None else model.backend.asarray(X_val, dtype=model.backend.dtype(model.dtype))
         self.y_val = y_val
         self.best_params: list[Any] | None = None
+        if X_val is not None and est.best_validation_score_ > -np.inf:
+            # A warm start: the previous fit left the model at its best weights; keep them unless beaten.
+            self.best_params = [model.ops.copy(p) for p in model.params]
         self.converged = False
         self._before: tuple[dict[str, Any], list[tuple[list, int]], tuple[Any, ...]] | None = None
 

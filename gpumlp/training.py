@@ -215,7 +215,7 @@ def fit(
     holds the mean training loss of each epoch (L2 term included); ``history["val_loss"]``
     the loss on ``validation_data`` after each epoch. ``early_stopping`` stops once the
     monitored loss (validation if given, else training) has not improved for ``patience``
-    epochs, and restores the best weights. ``seed`` reseeds the shuffling RNG; by default
+    epochs; stopped early or not, the model then gets the best epoch's weights back. ``seed`` reseeds the shuffling RNG; by default
     it continues the model's own RNG. Each callback is called as ``cb(model, epoch, logs)``
     after every epoch; one that returns True stops training.
 
@@ -317,12 +317,12 @@ def fit(
             if path is not None and (epoch % checkpoint_every == 0 or stop or epoch == epochs):
                 good.save(path, history, config)
             if stop:
-                if early_stopping and waited >= patience and best_snap is not None:
-                    trainer.restore(best_snap)
                 break
     except KeyboardInterrupt:
         good.rollback(history, path, config)
         model.history = history
         raise
+    if early_stopping and waited and best_snap is not None:
+        trainer.restore(best_snap)  # stopped by patience or not, the model ends at its best epoch
     model.history = history
     return history

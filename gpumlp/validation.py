@@ -92,6 +92,8 @@ def all_finite(a: Any) -> bool:
         flat = a.reshape(-1)
         return all(bool(np.isfinite(flat[i:i + _FINITE_CHUNK]).all()) for i in range(0, flat.size, _FINITE_CHUNK))
     xp = backend_of(a).xp
+    if not xp.isdtype(a.dtype, "real floating"):  # ints and bools are always finite
+        return True
     return bool(xp.all(xp.isfinite(a)))
 
 

@@ -63,6 +63,22 @@ def test_predict_returns_same_kind_as_input(backend):
     np.testing.assert_allclose(gm.to_numpy(model.predict(Xd)), model.predict(X), rtol=1e-6)
 
 
+def test_predict_returns_the_kind_of_x_across_backends():
+    X, _ = _data()
+    model = gm.MLP([5, 4, 3], backend="numpy")
+    Xs = gm.get_backend("array_api_strict").asarray(X)
+    out = model.predict(Xs)
+    assert gm.get_backend("array_api_strict").owns(out)
+    np.testing.assert_array_equal(gm.to_numpy(out), model.predict(X))
+
+
+def test_integer_and_bool_inputs_are_accepted(backend):
+    model = gm.MLP([3, 2], backend=backend)
+    for X in (np.array([[0, 1, 2]]), np.array([[True, False, True]])):
+        xb = gm.get_backend(backend).asarray(X)
+        assert gm.to_numpy(model.predict(xb)).shape == (1, 2)
+
+
 def test_softmax_rows_sum_to_one_and_sigmoid_in_unit_interval():
     X, _ = _data()
     p = gm.MLP([5, 4, 3], backend="numpy").predict(X * 100)
@@ -140,6 +156,16 @@ def test_early_stopping_stops_and_restores_best():
     model = gm.MLP([5, 32, 3], backend="numpy", seed=0)
     h = model.fit(X, y, lr=0.5, epochs=200, batch_size=8, validation_data=(Xv, yv), early_stopping=True, patience=3)
     assert len(h["loss"]) < 200
+    assert model.loss(Xv, yv) == pytest.approx(min(h["val_loss"]), rel=1e-5)
+
+
+def test_early_stopping_restores_best_even_when_patience_never_runs_out():
+    X, y = _data(n=60)
+    rng = np.random.default_rng(1)
+    Xv, yv = rng.normal(size=(30, 5)), rng.integers(0, 3, 30)
+    model = gm.MLP([5, 32, 3], backend="numpy", seed=0)
+    h = model.fit(X, y, lr=0.5, epochs=25, batch_size=8, validation_data=(Xv, yv), early_stopping=True, patience=100)
+    assert len(h["loss"]) == 25 and int(np.argmin(h["val_loss"])) < 24  # the last epoch was not the best
     assert model.loss(Xv, yv) == pytest.approx(min(h["val_loss"]), rel=1e-5)
 
 
@@ -224,3 +250,23 @@ def test_batch_size_larger_than_data_is_clipped_with_warning():
     X, y = _data(n=10)
     with pytest.warns(UserWarning, match="batch_size=64 is larger than the 10 samples"):
         gm.MLP([5, 3], backend="numpy").fit(X, y, batch_size=64, epochs=1)
+
+
+def test_stratified_split_refuses_an_empty_part():
+    X, y = np.zeros((10, 2)), np.repeat([0, 1], 5)
+    with pytest.raises(ValueError, match="test_size=0.999 with stratify=True leaves no training samples out of 10"):
+        gm.train_test_split(X, y, test_size=0.999, stratify=True)
+    with pytest.raises(ValueError, match="leaves no test samples"):
+        gm.train_test_split(X, y, test_size=0.05, stratify=True)
+
+
+def test_readme_api_example_runs(tmp_path, monkeypatch):
+    """The README's API block, as a user would paste it (it once used undefined names)."""
+    import re
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    block = re.search(r"## API\n\n```python\n(.*?)```", readme, re.S).group(1)
+    monkeypatch.chdir(tmp_path)
+    exec(compile(block.replace("epochs=30", "epochs=2"), "README.md", "exec"), {})
+    assert (tmp_path / "digits.npz").exists()

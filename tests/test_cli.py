@@ -143,6 +143,10 @@ def trained(workdir: Path, capsys: pytest.CaptureFixture) -> Path:
         (["train", "iris.csv", "--target", "species", "--lr", "-1"], "lr must be > 0"),
         (["train", "iris.csv", "--target", "species", "--bogus"], "unrecognized arguments: --bogus"),
         (["train", "iris.csv"], "'species' (column 2) has the non-numeric value"),
+        (["train", "iris.csv", "--target", "sepal_len"], "'species' (column 2) has the non-numeric value"),
+        (["train", "iris.csv", "--target", "species", "--val-split", "0.999"], "--val-split 0.999: test_size"),
+        (["train", "iris.csv", "--target", "species", "--val-split", "0.001"], "leaves no test samples"),
+        (["evaluate", "model.npz", "features_only.csv"], "'petal_wid' was taken as the target"),
         (["train", "notes.txt"], "unsupported data file type '.txt'"),
         (["train", "iris.csv", "--target", "species", "--plot", "loss.xyz"], "cannot save a plot as 'loss.xyz'"),
         (["train", "iris.csv", "--target", "species", "--plot", "nodir/loss.png"], "directory"),
@@ -169,6 +173,9 @@ def test_bad_input_is_one_clear_line_and_exit_2(
     (trained / "notes.txt").write_text("hello\n")
     (trained / "narrow.csv").write_text("a,b,c\n1,2,3\n")
     (trained / "narrow_noheader.csv").write_text("1,2,3\n4,5,6\n")
+    rows = (trained / "iris.csv").read_text().splitlines()
+    (trained / "features_only.csv").write_text("".join(  # the species column (2) removed
+        ",".join(c for i, c in enumerate(r.split(",")) if i != 2) + "\n" for r in rows))
     text = (trained / "iris.csv").read_text().replace("virginica", "rosa")
     (trained / "other_labels.csv").write_text(text)
     rc, out, err = _run(capsys, *argv)
@@ -177,6 +184,55 @@ def test_bad_input_is_one_clear_line_and_exit_2(
     assert len(lines) == 1 and lines[0].startswith("gpumlp: error: "), err
     assert message in lines[0]
     assert "Traceback" not in err
+
+
+def test_csv_header_detection_missing_values_and_bom(workdir: Path, capsys: pytest.CaptureFixture) -> None:
+    """A headerless CSV with text labels keeps its first row; a missing value, a header-only file
+    and a text column right of the target are one line each; a spreadsheet's BOM is dropped."""
+    rows = [f"{i % 3}.5,{i % 2}.25,{'cat' if i % 2 else 'dog'}" for i in range(12)]
+    (workdir / "noheader.csv").write_text("\n".join(rows) + "\n")
+    rc, out, err = _run(capsys, "train", "noheader.csv", "--epochs", "1", "--out", "m.npz", "--no-progress")
+    assert rc == 0 and "12 training samples" in out, err
+    rc, out, err = _run(capsys, "predict", "m.npz", "noheader.csv", "--target", "2")
+    assert rc == 0 and len(out.splitlines()) == 13 and out.splitlines()[0] == "prediction", err
+    (workdir / "numeric_names.csv").write_text("0,1,label\n" + "\n".join(rows) + "\n")  # pandas' default names
+    rc, out, err = _run(capsys, "train", "numeric_names.csv", "--epochs", "1", "--out", "n.npz", "--no-progress")
+    assert rc == 0 and "12 training samples" in out and "2-128-2" in out, err
+
+    (workdir / "bom.csv").write_text("\ufeffa,b,label\n" + "\n".join(rows) + "\n", encoding="utf-8")
+    rc, out, err = _run(capsys, "train", "bom.csv", "--target", "label", "--epochs", "1", "--out", "b.npz",
+                        "--no-progress")
+    assert rc == 0 and "12 training samples" in out, err
+    rc, out, err = _run(capsys, "train", "bom.csv", "--target", "a", "--no-progress")
+    assert rc == 2 and "'label' (column 2) has the non-numeric value 'dog'" in err, err
+
+    (workdir / "header_only.csv").write_text("a,b,label\n")
+    (workdir / "gap.csv").write_text("a,b,label\n1,2,cat\n3,,dog\n")
+    (workdir / "no_label.csv").write_text("a,b,label\n1,2,cat\n3,4,\n")
+    for argv, message in (
+        (["train", "header_only.csv"], "header_only.csv: no data rows"),
+        (["train", "gap.csv"], "gap.csv: line 3: 'b' (column 1) is empty (a missing value)"),
+        (["train", "no_label.csv"], "no_label.csv: line 3: the target 'label' (column 2) is empty"),
+        (["evaluate", "b.npz", "no_label.csv"], "line 3: the target 'label' (column 2) is empty"),
+    ):
+        rc, out, err = _run(capsys, *argv)
+        assert rc == 2 and err.count("\n") == 1 and err.startswith("gpumlp: error: ") and message in err, err
+    rc, out, err = _run(capsys, "predict", "b.npz", "no_label.csv")  # predict ignores the target column
+    assert rc == 0 and len(out.splitlines()) == 3, err
+
+
+def test_closed_output_pipe_ends_quietly(tmp_path: Path) -> None:
+    """`gpumlp ... | head`: the reader is gone; no error line, the status of a SIGPIPE death."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-m", "gpumlp", "info", "--backend", "numpy"], stdout=write_end, stderr=subprocess.PIPE,
+            text=True, env={**os.environ, "PYTHONPATH": str(ROOT)}, cwd=tmp_path,
+        )
+    finally:
+        os.close(write_end)
+    assert proc.returncode == cli.EXIT_BROKEN_PIPE and proc.stderr == ""
 
 
 def test_plot_without_matplotlib_fails_before_training(
@@ -294,6 +350,16 @@ def test_distributed_without_mpi4py_is_one_line_and_exit_2(
         "gpumlp: error: --distributed: distributed training needs mpi4py and an MPI library: "
         "pip install 'gpumlp[mpi]' (mpi4py plus the mpich wheel), then launch with mpiexec -n N\n"
     )
+
+
+@pytest.mark.mpi
+@pytest.mark.skipif(isinstance(LAUNCHER, str), reason=str(LAUNCHER))
+def test_bad_mpi_timeout_variable_is_named(tmp_path: Path) -> None:
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "GPUMLP_MPI_TIMEOUT": "soon"}
+    proc = subprocess.run([sys.executable, "-m", "gpumlp", "train", "xor", "--distributed", "--no-progress"],
+                          capture_output=True, text=True, env=env, cwd=tmp_path, timeout=120)
+    assert proc.returncode == 2 and proc.stderr == (
+        "gpumlp: error: $GPUMLP_MPI_TIMEOUT must be a number of seconds; got 'soon'\n"), proc.stderr
 
 
 @pytest.mark.mpi

@@ -49,6 +49,23 @@ def test_plot_history_from_estimator_and_train_only(tmp_path: Path) -> None:
     _valid_png(tmp_path / "log.png")
 
 
+def test_plot_history_leaves_the_callers_pyplot_alone(tmp_path: Path) -> None:
+    """No switch to Agg: a notebook's inline backend and its open figures stay as they were."""
+    matplotlib = pytest.importorskip("matplotlib")
+    import matplotlib.pyplot as plt
+
+    before = matplotlib.get_backend()
+    plt.switch_backend("svg")
+    try:
+        fig = plt.figure()
+        plot_history({"loss": [1.0, 0.5], "val_loss": [1.2, 0.7]}, tmp_path / "loss.png")
+        assert matplotlib.get_backend() == "svg" and plt.get_fignums() == [fig.number]
+        _valid_png(tmp_path / "loss.png")
+    finally:
+        plt.close("all")
+        plt.switch_backend(before)
+
+
 def test_plot_history_errors(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     with pytest.raises(ValueError, match="no training loss"):
         plot_history({"loss": []}, tmp_path / "x.png")

@@ -159,6 +159,19 @@ def test_warm_start_continues_from_the_fitted_weights():
         clf.fit(X, np.where(y > 0, 2, 0) + (y > 1))
 
 
+def test_warm_start_with_early_stopping_keeps_the_best_weights_of_all_fits(digits):
+    """A warm-started fit that never beats the previous best validation score ends with the
+    weights of that best score, as scikit-learn's (whose _best_coefs outlive the fit)."""
+    X_tr, X_te, y_tr, _ = digits
+    X_tr, y_tr = X_tr[:400] / 16.0, y_tr[:400]
+    clf = MLPClassifier(hidden_layer_sizes=(32,), max_iter=60, early_stopping=True, n_iter_no_change=2,
+                        learning_rate_init=0.05, warm_start=True, random_state=0).fit(X_tr, y_tr)
+    best, proba = clf.best_validation_score_, clf.predict_proba(X_te)
+    clf.set_params(learning_rate_init=1.0).fit(X_tr, y_tr)  # far too large: every epoch scores worse
+    assert clf.best_validation_score_ == best and max(clf.validation_scores_[-clf.n_iter_:]) < best
+    np.testing.assert_array_equal(clf.predict_proba(X_te), proba)
+
+
 def test_clone_pickle_cross_val_score():
     X, y = make_regression(n_samples=120, n_features=6, noise=1.0, random_state=0)
     y = y / y.std()
