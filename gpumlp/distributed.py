@@ -32,6 +32,7 @@ from .backend import Backend, get_backend
 from .validation import check_number
 
 TIMEOUT_ENV = "GPUMLP_MPI_TIMEOUT"
+_DRAIN_S = 0.2
 DEFAULT_TIMEOUT = 300.0
 _MPI_HINT = "pip install 'gpumlp[mpi]' (mpi4py plus the mpich wheel), then launch with mpiexec -n N"
 
@@ -67,6 +68,7 @@ def _abort_on_uncaught_exception(MPI: Any) -> None:
                 f"{kind.__name__}; aborting all ranks\n"
             )
             sys.stderr.flush()
+            time.sleep(_DRAIN_S)  # let the launcher forward the message before Abort tears the job down
             world.Abort(1)
 
     hook._gpumlp_abort = True  # type: ignore[attr-defined]
