@@ -207,7 +207,7 @@ class EpochState:
         self.best_loss, self.waited, self.best_weights = best_loss, waited, best_weights
         ops = self.model.ops
         if not self.params:
-            self.params = [ops.copy(p) for p in self.model.params]
+            self.params = self.model.snapshot()
             self.opt_state = {k: [ops.copy(a) for a in v] for k, v in self.optimizer.state.items()}
         else:
             for dst, src in zip(self.params, self.model.params):
@@ -223,8 +223,7 @@ class EpochState:
             self.complete = True
             return
         ops = self.model.ops
-        for dst, src in zip(self.model.params, self.params):
-            ops.assign(dst, src)
+        self.model.restore(self.params)
         for k, arrays in self.opt_state.items():
             for dst, src in zip(self.optimizer.state[k], arrays):
                 ops.assign(dst, src)

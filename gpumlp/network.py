@@ -209,6 +209,15 @@ class MLP:
             self.ops.assign(layer.W, fresh.W)
             self.ops.assign(layer.b, fresh.b)
 
+    def snapshot(self) -> list[Any]:
+        """Device copies of the parameters [W_1, b_1, ...] (for :meth:`restore`)."""
+        return [self.ops.copy(p) for p in self.params]
+
+    def restore(self, snapshot: list[Any]) -> None:
+        """Copy a :meth:`snapshot` back into the parameters, which keep their addresses."""
+        for p, s in zip(self.params, snapshot):
+            self.ops.assign(p, s)
+
     def to(self, backend: "str | Backend") -> "MLP":
         """Move the weights to another backend (in place) and return the model."""
         target = get_backend(backend)

@@ -88,7 +88,7 @@ class _EpochMonitor:
         self.best_params: list[Any] | None = None
         if X_val is not None and est.best_validation_score_ > -np.inf:
             # A warm start: the previous fit left the model at its best weights; keep them unless beaten.
-            self.best_params = [model.ops.copy(p) for p in model.params]
+            self.best_params = model.snapshot()
         self.converged = False
         self._before: tuple[dict[str, Any], list[tuple[list, int]], tuple[Any, ...]] | None = None
 
@@ -117,7 +117,7 @@ class _EpochMonitor:
             improved = not score < est.best_validation_score_ + est.tol
             if score > est.best_validation_score_:
                 est.best_validation_score_ = score
-                self.best_params = [model.ops.copy(p) for p in model.params]
+                self.best_params = model.snapshot()
         else:
             improved = not est.loss_ > est.best_loss_ - est.tol
             est.best_loss_ = min(est.best_loss_, est.loss_)
@@ -153,9 +153,7 @@ class _EpochMonitor:
     def restore_best(self) -> None:
         """Put the best-scoring weights back (early stopping), as scikit-learn does."""
         if self.best_params is not None:
-            model = self.est._model
-            for p, best in zip(model.params, self.best_params):
-                model.ops.assign(p, best)
+            self.est._model.restore(self.best_params)
 
 
 class _BaseMLP(BaseEstimator):

@@ -113,14 +113,6 @@ class Trainer:
             total += float(model.ops.loss_sum(self.loss, Y, T[start:stop, ...]))
         return self.reducer.sum_scalar(total) / X.shape[0] + model.l2_penalty(self.l2)
 
-    def snapshot(self) -> list[Any]:
-        """Device copies of the parameters."""
-        return [self.model.ops.copy(p) for p in self.model.params]
-
-    def restore(self, snap: list[Any]) -> None:
-        """Copy a :meth:`snapshot` back into the parameters (which keep their addresses)."""
-        for p, s in zip(self.model.params, snap):
-            self.model.ops.assign(p, s)
 
 
 def _check_batch_size(batch_size: int | None, n: int) -> int:
@@ -309,7 +301,7 @@ def fit(
             if early_stopping:
                 monitored = logs.get("val_loss", train_loss)
                 if monitored < best:
-                    best, best_snap, waited = monitored, trainer.snapshot(), 0
+                    best, best_snap, waited = monitored, model.snapshot(), 0
                 else:
                     waited += 1
                     stop = stop or waited >= patience
@@ -323,6 +315,6 @@ def fit(
         model.history = history
         raise
     if early_stopping and waited and best_snap is not None:
-        trainer.restore(best_snap)  # stopped by patience or not, the model ends at its best epoch
+        model.restore(best_snap)  # stopped by patience or not, the model ends at its best epoch
     model.history = history
     return history
