@@ -141,9 +141,7 @@ class StrictBackend(Backend):
         return self.xp.asarray(a, dtype=dtype)
 
     def to_numpy(self, a: Any) -> np.ndarray:
-        if isinstance(a, np.ndarray):
-            return a
-        return np.from_dlpack(a) if hasattr(a, "__dlpack__") else np.asarray(a)
+        return _host_copy(a)
 
     def owns(self, a: Any) -> bool:
         return _is_strict_array(a)
@@ -209,16 +207,17 @@ def get_backend(name: "str | Backend" = "auto", *, fast: bool = True) -> Backend
     return _make_backend(_resolve_name(name), bool(fast))
 
 
-def to_numpy(a: Any) -> np.ndarray:
-    """Return any supported array (NumPy, CuPy, array_api_strict) as a NumPy array."""
+def _host_copy(a: Any) -> np.ndarray:
+    """A host array through DLPack where ``a`` offers it, else ``numpy.asarray``."""
     if isinstance(a, np.ndarray):
         return a
-    cupy = _import_cupy()[0]
-    if cupy is not None and isinstance(a, cupy.ndarray):
-        return cupy.asnumpy(a)
-    if hasattr(a, "__dlpack__"):
-        return np.from_dlpack(a)
-    return np.asarray(a)
+    return np.from_dlpack(a) if hasattr(a, "__dlpack__") else np.asarray(a)
+
+
+def to_numpy(a: Any) -> np.ndarray:
+    """Return any supported array (NumPy, CuPy, array_api_strict) as a NumPy array."""
+    owner = backend_of(a)
+    return owner.to_numpy(a) if owner is not None else _host_copy(a)
 
 
 def backend_of(a: Any) -> Backend | None:
