@@ -4,7 +4,7 @@ A checkpoint is a gpumlp model file (so :func:`gpumlp.load` reads it as a model)
 arrays: the optimizer's state (``opt.<name>.<i>``), early stopping's best weights
 (``best.<i>``) and a JSON record (``__checkpoint__``) of the epoch, the history, the optimizer's
 name, hyperparameters and step count, the RNG's bit-generator state and the fit settings.
-Files are written through :func:`gpumlp.io.save` (an atomic write), so a crash at any moment
+Files are written through :func:`gpumlp.network.save` (an atomic write), so a crash at any moment
 leaves the previous checkpoint intact. ``fit(resume=path)`` restores all of it and continues exactly
 where the checkpointed run was (bit for bit on NumPy).
 """
@@ -16,13 +16,16 @@ import math
 import os
 import warnings
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .io import decode_json, encode_meta, model_meta, read_npz, save
-from .network import MLP
-from .optimizers import Optimizer
+from .modelfile import decode_json, encode_meta, read_npz
+from .network import model_meta, save
+
+if TYPE_CHECKING:
+    from .network import MLP
+    from .optimizers import Optimizer
 
 CHECKPOINT_VERSION = 1
 _KEY = "__checkpoint__"
@@ -53,7 +56,8 @@ def check_checkpoint_path(path: Any, name: str = "checkpoint") -> str:
     path = os.fspath(path)
     directory = os.path.dirname(os.path.abspath(path))
     if os.path.isdir(path):
-        raise ValueError(f"{name}={path!r} is a directory; expected a file path such as {os.path.join(path, 'ckpt.npz')!r}")
+        example = os.path.join(path, "ckpt.npz")
+        raise ValueError(f"{name}={path!r} is a directory; expected a file path such as {example!r}")
     if not os.path.isdir(directory):
         raise FileNotFoundError(f"{name}={path!r}: directory {directory!r} does not exist")
     return path
@@ -65,7 +69,7 @@ def _rng_json(state: dict[str, Any]) -> dict[str, Any]:
 
 
 def save_checkpoint(
-    path: "str | os.PathLike[str]",
+    path: str | os.PathLike[str],
     model: MLP,
     optimizer: Optimizer,
     epoch: int,
@@ -101,7 +105,7 @@ def save_checkpoint(
     save(model, path, extra=arrays)
 
 
-def load_checkpoint(path: "str | os.PathLike[str]") -> Checkpoint:
+def load_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
     """Read a checkpoint written by :func:`save_checkpoint`; a clear ValueError for anything else."""
     meta, arrays = read_npz(path)
     path = os.fspath(path)
@@ -120,7 +124,8 @@ def load_checkpoint(path: "str | os.PathLike[str]") -> Checkpoint:
         best = [arrays[f"best.{i}"] for i in range(int(es["n_best"]))] or None
         rng = record["rng"]
         if not isinstance(rng, dict) or rng.get("bit_generator") not in _BIT_GENERATORS:
-            raise ValueError(f"unknown RNG bit generator {rng.get('bit_generator') if isinstance(rng, dict) else rng!r}")
+            kind = rng.get("bit_generator") if isinstance(rng, dict) else rng
+            raise ValueError(f"unknown RNG bit generator {kind!r}")
         np.random.Generator(getattr(np.random, rng["bit_generator"])()).bit_generator.state = rng  # validates it
         history = {str(k): [float(v) for v in vs] for k, vs in record["history"].items()}
         return Checkpoint(
@@ -160,14 +165,18 @@ def apply_checkpoint(ck: Checkpoint, model: MLP, optimizer: Optimizer, config: d
             f"resume={ck.path!r} was written with optimizer={sd['name']!r}; resume with the same optimizer "
             f"(got {optimizer.name!r})"
         )
-    changed = [f"{k}={v!r} (checkpoint: {sd['hyper'].get(k)!r})" for k, v in optimizer.hyper().items() if sd["hyper"].get(k) != v]
+    changed = [
+        f"{k}={v!r} (checkpoint: {sd['hyper'].get(k)!r})"
+        for k, v in optimizer.hyper().items() if sd["hyper"].get(k) != v
+    ]
     changed += [
         f"{k}={v!r} (checkpoint: {ck.config.get(k)!r})"
         for k, v in (config or {}).items() if k in ck.config and ck.config[k] != v
     ]
     if changed:
         warnings.warn(
-            f"resuming {ck.path!r} with different settings: {', '.join(changed)}; the run will not match an unbroken one",
+            f"resuming {ck.path!r} with different settings: {', '.join(changed)}; "
+            "the run will not match an unbroken one",
             UserWarning, stacklevel=3,
         )
     shapes = [tuple(p.shape) for p in model.params]
@@ -178,69 +187,3 @@ def apply_checkpoint(ck: Checkpoint, model: MLP, optimizer: Optimizer, config: d
     model.set_weights(ck.weights)
     optimizer.load_state_dict({"name": sd["name"], "t": sd["t"], "state": kept}, model.params, model.backend)
     restore_rng(model, ck.rng_state)
-
-
-class EpochState:
-    """The training state at the end of one epoch, kept in reused device buffers.
-
-    :meth:`capture` copies the weights, the optimizer's state and step count, the RNG state and
-    early stopping's counters; :meth:`restore` puts them back. ``fit`` captures after every good
-    epoch, so a divergence or Ctrl-C can return the model to the last complete, finite epoch.
-    """
-
-    def __init__(self, model: MLP, optimizer: Optimizer) -> None:
-        self.model, self.optimizer = model, optimizer
-        self.epoch = 0
-        self.t = 0
-        self.rng_state: dict[str, Any] = {}
-        self.params: list[Any] = []
-        self.opt_state: dict[str, list[Any]] = {}
-        self.best_loss: float = math.inf
-        self.waited = 0
-        self.best_weights: list[Any] | None = None
-        self.complete = True
-
-    def capture(self, epoch: int, best_loss: float = math.inf, waited: int = 0, best_weights: list[Any] | None = None) -> None:
-        """Copy the current training state into this object's buffers."""
-        self.complete = False  # a Ctrl-C during the copies leaves the live state, which is this epoch's
-        self.epoch, self.t, self.rng_state = epoch, self.optimizer.t, self.model.rng.bit_generator.state
-        self.best_loss, self.waited, self.best_weights = best_loss, waited, best_weights
-        ops = self.model.ops
-        if not self.params:
-            self.params = self.model.snapshot()
-            self.opt_state = {k: [ops.copy(a) for a in v] for k, v in self.optimizer.state.items()}
-        else:
-            for dst, src in zip(self.params, self.model.params):
-                ops.assign(dst, src)
-            for k, arrays in self.opt_state.items():
-                for dst, src in zip(arrays, self.optimizer.state[k]):
-                    ops.assign(dst, src)
-        self.complete = True
-
-    def restore(self) -> None:
-        """Put the captured weights, optimizer state and RNG state back (arrays keep their addresses)."""
-        if not self.complete:  # interrupted mid-capture: the model still holds exactly this state
-            self.complete = True
-            return
-        ops = self.model.ops
-        self.model.restore(self.params)
-        for k, arrays in self.opt_state.items():
-            for dst, src in zip(self.optimizer.state[k], arrays):
-                ops.assign(dst, src)
-        self.optimizer.t = self.t
-        restore_rng(self.model, self.rng_state)
-
-    def save(self, path: str, history: dict[str, list[float]], config: dict[str, Any]) -> None:
-        """Write this state as a checkpoint; the model and optimizer must hold it (just captured or restored)."""
-        save_checkpoint(
-            path, self.model, self.optimizer, self.epoch, history, config=config,
-            best_loss=self.best_loss, waited=self.waited, best_weights=self.best_weights,
-        )
-
-    def rollback(self, history: dict[str, list[float]], path: str | None, config: dict[str, Any]) -> None:
-        """:meth:`restore`, cut ``history`` back to this epoch, and checkpoint it to ``path`` if given."""
-        self.restore()
-        for values in history.values():
-            del values[self.epoch:]
-        if path is not None:
-            self.save(path, history, config)

@@ -2,17 +2,36 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from .backend import to_numpy
-from .network import MLP
 from .validation import check_number
 
+if TYPE_CHECKING:
+    from .network import MLP
 
-def numerical_gradients(model: MLP, X: Any, Y: Any, loss: str = "auto", l2: float = 0.0, eps: float = 1e-6) -> list[np.ndarray]:
-    """∂E/∂θ for every parameter by central differences (E(θ+ε) − E(θ−ε)) / 2ε, as NumPy arrays."""
+
+def numerical_gradients(
+    model: MLP, X: Any, Y: Any, loss: str = "auto", l2: float = 0.0, eps: float = 1e-6
+) -> list[np.ndarray]:
+    """∂E/∂θ for every parameter by central differences (E(θ+ε) − E(θ−ε)) / 2ε.
+
+    Parameters
+    ----------
+    model : MLP
+        Its parameters are perturbed one element at a time and put back.
+    X, Y, loss, l2
+        As for :meth:`gpumlp.MLP.loss`.
+    eps : float
+        The step ε.
+
+    Returns
+    -------
+    list of numpy.ndarray
+        float64 gradients in parameter order [dW_1, db_1, dW_2, db_2, ...].
+    """
     out = []
     for p in model.params:
         host = np.array(to_numpy(p))
@@ -30,9 +49,27 @@ def numerical_gradients(model: MLP, X: Any, Y: Any, loss: str = "auto", l2: floa
 
 
 def gradcheck(model: MLP, X: Any, Y: Any, loss: str = "auto", l2: float = 0.0, eps: float = 1e-6) -> float:
-    """Largest relative error ‖g − ĝ‖ / max(‖g‖ + ‖ĝ‖, tiny) over the parameters.
+    """Largest relative error ‖g − ĝ‖ / max(‖g‖ + ‖ĝ‖, tiny) of :meth:`MLP.gradients` g against
+    central differences ĝ, over the parameters.
 
-    Needs a float64 model: in float32 the differences drown in rounding error.
+    Parameters
+    ----------
+    model : MLP
+        A float64 model: in float32 the differences drown in rounding error.
+    X, Y, loss, l2
+        As for :meth:`gpumlp.MLP.loss`.
+    eps : float
+        The finite-difference step ε.
+
+    Returns
+    -------
+    float
+        The worst relative error (about 1e-8 or less for correct gradients).
+
+    Raises
+    ------
+    ValueError
+        For a model that is not float64, or a bad ``eps``.
     """
     if model.dtype != "float64":
         raise ValueError(f"gradcheck needs a float64 model (MLP(..., dtype='float64')); this one is {model.dtype}")

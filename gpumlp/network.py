@@ -5,19 +5,28 @@ Rows are samples. Layer l has W_l (n_{l-1}, n_l) and b_l (n_l,); with Z_0 = X:
     backward  D_L = ∂E/∂A_L,  dW_l = Z_{l-1}ᵀ D_l + λ W_l,  db_l = Σ_rows D_l,
               D_{l-1} = (D_l W_lᵀ) ⊙ g'_{l-1}(Z_{l-1})
 All arrays live on the model's backend; host arrays cross only at the edges.
+
+The model never imports the training code: :meth:`MLP.fit` (from :class:`~gpumlp.trainable.Trainable`)
+runs the loop that ``gpumlp/__init__.py`` installs, :func:`gpumlp.training.fit`, which drives any model
+through its methods and the :class:`~gpumlp.workspace.Workspace`. Files go through
+:mod:`gpumlp.modelfile`, which knows arrays and metadata, not models.
 """
 
 from __future__ import annotations
 
-import math
-from typing import Any, Sequence
+import os
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
 from .activations import HIDDEN_ACTIVATIONS, OUTPUT_ACTIVATIONS
 from .backend import Backend, backend_of, get_backend, to_numpy
 from .losses import AUTO_LOSS, LOSSES, PROBABILITY_OUTPUTS
+from .modelfile import read_npz, write_npz
+from .trainable import Trainable
 from .validation import as_array, check_choice, check_inputs, check_number, check_sizes, check_targets
+from .workspace import Workspace
 
 DTYPES = ("float32", "float64")
 MAX_WORKSPACES = 4  # batch shapes whose buffers a model keeps (an epoch uses two: full and remainder)
@@ -36,82 +45,6 @@ class Layer:
         return f"Layer(W{tuple(self.W.shape)}, b{tuple(self.b.shape)})"
 
 
-class Workspace:
-    """Buffers for one batch: Z[l] layer outputs (Z[0] the input), D[l] deltas ∂E/∂A_l,
-    T the target batch and grads the flat list [dW_1, db_1, dW_2, db_2, ...].
-
-    :meth:`allocate` makes them once per batch shape for training, where every step of that
-    shape reuses them; :meth:`unbuffered` wraps one input and lets each op allocate.
-    """
-
-    def __init__(self, Z: list[Any], D: list[Any], T: Any, grads: list[Any]) -> None:
-        self.Z, self.D, self.T, self.grads = Z, D, T, grads  # grads == []: not allocated
-        self.flat_grads: Any = None  # set by allocate_grads: grads are views into this 1-D buffer
-        self.grad_views = tuple(grads)
-        self.update_plan: list[list[tuple[slice | None, Any]]] | None = None  # see MLP.backward_update
-        self.bias_grads: list[Any] | None = None
-
-    @classmethod
-    def allocate(cls, model: "MLP", rows: int, grads: bool = True) -> "Workspace":
-        """Buffers for batches of ``rows``; ``grads=False`` leaves out the full gradients
-        (the fused :meth:`MLP.backward_update` never needs them)."""
-        alloc, dtype = model.ops.alloc, model._xp_dtype
-        ws = cls(
-            [alloc((rows, n), dtype) for n in model.sizes],
-            [None] + [alloc((rows, n), dtype) for n in model.sizes[1:]],
-            alloc((rows, model.sizes[-1]), dtype),
-            [],
-        )
-        if grads:
-            ws.allocate_grads(model)
-        return ws
-
-    def allocate_grads(self, model: "MLP") -> None:
-        """The full gradient buffers [dW_1, db_1, ...], views into one flat buffer."""
-        grads, flat = _views_of_one_buffer(model.ops, [tuple(p.shape) for p in model.params], model._xp_dtype)
-        self.grads, self.flat_grads, self.grad_views = grads, flat, tuple(grads)
-
-    def allocate_update_plan(self, model: "MLP") -> None:
-        """For each layer, its weight-gradient blocks as (rows, buffer) (rows None: the whole
-        matrix). The blocks of every layer share one buffer."""
-        ops, dtype = model.ops, model._xp_dtype
-        itemsize = np.dtype(model.dtype).itemsize
-        pairs = list(zip(model.sizes[:-1], model.sizes[1:]))
-        blocks = [[(r, n_in if r is None else r.stop - r.start) for r in ops.weight_blocks(n_in, n_out, itemsize)]
-                  for n_in, n_out in pairs]
-        flat = ops.alloc((max(m * n_out for rows, (_, n_out) in zip(blocks, pairs) for _, m in rows),), dtype)
-        self.update_plan = [[(r, ops.xp.reshape(flat[:m * n_out], (m, n_out))) for r, m in rows]
-                            for rows, (_, n_out) in zip(blocks, pairs)]
-
-    def pack_grads(self, ops: Any) -> Any:
-        """Every gradient in the one contiguous buffer (for a single allreduce), returned.
-
-        ``grads`` are views into it, so this costs nothing unless an Ops returned a new
-        array instead of writing ``out=`` (the reference Ops): that one is copied in.
-        """
-        for i, (view, g) in enumerate(zip(self.grad_views, self.grads)):
-            if g is not view:
-                ops.assign(view, g)
-                self.grads[i] = view
-        return self.flat_grads
-
-    @classmethod
-    def unbuffered(cls, model: "MLP", X: Any) -> "Workspace":
-        n = len(model.layers)
-        return cls([X] + [None] * n, [None] * (n + 1), None, [None] * (2 * n))
-
-
-def _views_of_one_buffer(ops: Any, shapes: list[tuple[int, ...]], dtype: Any, align: int = 64) -> tuple[list[Any], Any]:
-    """Zeroed arrays of ``shapes`` that are views into one 1-D buffer, each starting on a
-    multiple of ``align`` elements; returns (views, buffer)."""
-    sizes = [math.prod(s) for s in shapes]
-    starts = [0]
-    for n in sizes:
-        starts.append(starts[-1] + -(-n // align) * align)
-    flat = ops.alloc((starts[-1],), dtype)
-    return [ops.xp.reshape(flat[a:a + n], s) for a, n, s in zip(starts, sizes, shapes)], flat
-
-
 def _init_weights(rng: np.random.Generator, fan_in: int, fan_out: int, activation: str) -> np.ndarray:
     """He normal for relu, Glorot uniform otherwise (float64 on the host)."""
     if activation == "relu":
@@ -120,12 +53,32 @@ def _init_weights(rng: np.random.Generator, fan_in: int, fan_out: int, activatio
     return rng.uniform(-limit, limit, (fan_in, fan_out))
 
 
-class MLP:
+class MLP(Trainable):
     """A multilayer perceptron trained by minibatch gradient descent on NumPy or CuPy.
 
-    ``sizes`` lists the layer widths, inputs first: ``MLP([784, 256, 10])`` has one hidden
-    layer. Weights come from ``numpy.random.default_rng(seed)`` on the host, so every backend
-    starts from the same numbers.
+    Weights come from ``numpy.random.default_rng(seed)`` on the host (He normal for relu,
+    Glorot uniform otherwise; zero biases), so every backend starts from the same numbers.
+
+    Parameters
+    ----------
+    sizes : sequence of int
+        Layer widths, inputs first: ``MLP([784, 256, 10])`` has one hidden layer of 256.
+    hidden_activation : {"relu", "tanh", "sigmoid", "identity"}
+        g_l of every hidden layer.
+    output_activation : {"softmax", "sigmoid", "identity"}
+        g_L of the output layer (softmax needs at least 2 outputs).
+    dtype : {"float32", "float64"}
+        Floating type of the weights and of every computation.
+    backend : str or Backend
+        "auto" (CuPy when a GPU is usable, else NumPy), "numpy", "cupy", "array_api_strict"
+        or a :class:`~gpumlp.backend.Backend`.
+    seed : int or None
+        Seed of the weight initialisation and of the shuffling RNG ``model.rng``.
+
+    Raises
+    ------
+    TypeError, ValueError
+        For an argument of the wrong type or value; the message names it.
     """
 
     def __init__(
@@ -134,7 +87,7 @@ class MLP:
         hidden_activation: str = "relu",
         output_activation: str = "softmax",
         dtype: str = "float32",
-        backend: "str | Backend" = "auto",
+        backend: str | Backend = "auto",
         seed: int | None = 0,
     ) -> None:
         self.sizes = check_sizes(sizes)
@@ -142,7 +95,8 @@ class MLP:
         self.output_activation = check_choice(output_activation, "output_activation", OUTPUT_ACTIVATIONS)
         if output_activation == "softmax" and self.sizes[-1] < 2:
             raise ValueError("output_activation='softmax' needs at least 2 outputs; use 'sigmoid' for one output")
-        self.dtype = check_choice(str(np.dtype(dtype)) if isinstance(dtype, (type, np.dtype)) else dtype, "dtype", DTYPES)
+        name = str(np.dtype(dtype)) if isinstance(dtype, (type, np.dtype)) else dtype
+        self.dtype = check_choice(name, "dtype", DTYPES)
         if seed is not None:
             check_number(seed, "seed", integer=True, allow_zero=True)
         self.seed = seed
@@ -154,21 +108,21 @@ class MLP:
             (_init_weights(self.rng, n_in, n_out, act), np.zeros(n_out))
             for n_in, n_out, act in zip(self.sizes[:-1], self.sizes[1:], self.activations)
         ]
-        self.layers = [Layer(*(self._device(a) for a in wb)) for wb in host]
+        self.layers = [Layer(*(self.to_device(a) for a in wb)) for wb in host]
 
     # ----- backend and parameters -----------------------------------------------------
     def _set_backend(self, backend: Backend) -> None:
         self.backend = backend
         self.ops = backend.ops
-        self._xp_dtype = backend.dtype(self.dtype)
+        self.xp_dtype = backend.dtype(self.dtype)  # the dtype object of the backend's array module
         self._workspaces: dict[int, Workspace] = {}
 
-    def _device(self, a: Any) -> Any:
+    def to_device(self, a: Any) -> Any:
         """``a`` (host or any device) as an array of this model's backend and dtype."""
         owner = backend_of(a)
         if owner is not None and owner.name != self.backend.name:
             a = to_numpy(a)
-        return self.backend.asarray(a, dtype=self._xp_dtype)
+        return self.backend.asarray(a, dtype=self.xp_dtype)
 
     @property
     def params(self) -> list[Any]:
@@ -184,11 +138,22 @@ class MLP:
         return self.sizes[-1]
 
     def get_weights(self) -> list[tuple[np.ndarray, np.ndarray]]:
-        """Copies of every layer's (W, b) as NumPy arrays."""
+        """NumPy copies of every layer's (W, b): W of shape (n_{l-1}, n_l), b of shape (n_l,), l = 1 … L."""
         return [(np.array(to_numpy(l.W)), np.array(to_numpy(l.b))) for l in self.layers]
 
     def set_weights(self, weights: Sequence[tuple[Any, Any]]) -> None:
-        """Replace every layer's (W, b); shapes must match, values must be finite."""
+        """Replace every layer's weights, copying into the existing arrays (they never move).
+
+        Parameters
+        ----------
+        weights : sequence of (W, b)
+            One pair per layer, shaped as :meth:`get_weights` returns them, any array kind.
+
+        Raises
+        ------
+        TypeError, ValueError
+            On a wrong count, a wrong shape, or a NaN or infinite value.
+        """
         if not isinstance(weights, Sequence) or isinstance(weights, (str, bytes)):
             raise TypeError(f"weights must be a list of (W, b) pairs; got {type(weights).__name__}")
         if len(weights) != len(self.layers):
@@ -201,11 +166,11 @@ class MLP:
                 shape = tuple(as_array(a, f"weights[{i}] {what}").shape)
                 if shape != tuple(ref.shape):
                     raise ValueError(f"weights[{i}] {what} must have shape {tuple(ref.shape)}; got {shape}")
-            new.append(Layer(self._device(pair[0]), self._device(pair[1])))
+            new.append(Layer(self.to_device(pair[0]), self.to_device(pair[1])))
         for i, layer in enumerate(new):
             if not (bool(self.ops.all_finite(layer.W)) and bool(self.ops.all_finite(layer.b))):
                 raise ValueError(f"weights[{i}] contains NaN or infinite values")
-        for layer, fresh in zip(self.layers, new):  # copy into the existing arrays: they never move
+        for layer, fresh in zip(self.layers, new):
             self.ops.assign(layer.W, fresh.W)
             self.ops.assign(layer.b, fresh.b)
 
@@ -218,12 +183,12 @@ class MLP:
         for p, s in zip(self.params, snapshot):
             self.ops.assign(p, s)
 
-    def to(self, backend: "str | Backend") -> "MLP":
-        """Move the weights to another backend (in place) and return the model."""
+    def to(self, backend: str | Backend) -> MLP:
+        """Move the weights to ``backend`` (a name or Backend, as for the constructor) in place; returns the model."""
         target = get_backend(backend)
         host = self.get_weights()
         self._set_backend(target)
-        self.layers = [Layer(self._device(W), self._device(b)) for W, b in host]
+        self.layers = [Layer(self.to_device(W), self.to_device(b)) for W, b in host]
         return self
 
     # ----- the batched math -----------------------------------------------------------
@@ -258,63 +223,24 @@ class MLP:
             Z[l] = ops.affine_activate(Z[l - 1], layer.W, layer.b, act, out=Z[l])
         return Z[-1]
 
-    def backward_into(self, ws: Workspace, T: Any, loss: str, scale: float) -> list[Any]:
-        """Backward pass after :meth:`forward_into`: data gradients of scale·Σ_n ℓ_n into ws.grads."""
-        Z, D, G, ops = ws.Z, ws.D, ws.grads, self.ops
+    def backward_into(self, ws: Workspace, T: Any, loss: str, scale: float) -> None:
+        """Backward pass after :meth:`forward_into`: the gradients of scale·Σ_n ℓ_n into ws.grads."""
+        Z, D, ops = ws.Z, ws.D, self.ops
         L = len(self.layers)
         D[L] = ops.output_delta(self.output_activation, loss, Z[L], T, scale, out=D[L])
         for l in range(L, 0, -1):
-            G[2 * l - 2] = ops.gemm(Z[l - 1], D[l], out=G[2 * l - 2], trans_a=True)
-            G[2 * l - 1] = ops.sum_rows(D[l], out=G[2 * l - 1])
+            dW = ops.gemm(Z[l - 1], D[l], out=ws.dW(l), trans_a=True)
+            ws.grads[l - 1] = (dW, ops.sum_rows(D[l], out=ws.db(l)))
             if l > 1:
                 D[l - 1] = ops.gemm(D[l], self.layers[l - 1].W, out=D[l - 1], trans_b=True)
                 D[l - 1] = ops.backprop_activation(self.activations[l - 2], Z[l - 1], D[l - 1])
-        return G
 
-    def backward_update(self, ws: Workspace, T: Any, loss: str, scale: float, l2: float, optimizer: Any) -> None:
-        """One optimizer step fused into the backward pass (the fast path; Ops.fused_update).
-
-        The same math as backward_into + add_l2 + optimizer.step, in another order: each
-        dW_l is made in blocks of rows (Ops.weight_blocks) that are applied as soon as they
-        are made, so no full gradient is stored and each block is still in cache when the
-        update reads it. D_{l-1} is taken before W_l changes; each Z_{l-1} (l > 1) is spent
-        as scratch by the last use of it, the activation backward. When the update is
-        p ← p + c·∇E (plain SGD, c = −η), c rides along in the deltas (they are linear in
-        D_L), and W_l ← (1 + cλ)W_l + Z_{l-1}ᵀ D_l is one GEMM where the Ops has a GEMM
-        with β (Ops.gemm_update), else each block is added as it comes.
-        """
-        Z, D, ops, layers = ws.Z, ws.D, self.ops, self.layers
-        if ws.bias_grads is None:
-            ws.bias_grads = [ops.alloc((n,), self._xp_dtype) for n in self.sizes[1:]]
-        L = len(layers)
-        c = optimizer.prescale
-        update = optimizer.update if c is None else optimizer.apply_prescaled
-        if c is not None:
-            scale, l2 = scale * c, l2 * c
-        optimizer.begin_step()
-        D[L] = ops.output_delta(self.output_activation, loss, Z[L], T, scale, out=D[L])
-        for l in range(L, 0, -1):
-            W = layers[l - 1].W
-            if l > 1:
-                D[l - 1] = ops.gemm(D[l], W, out=D[l - 1], trans_b=True)
-            if c is None or not ops.gemm_update(W, Z[l - 1], D[l], 1.0, 1.0 + l2, trans_a=True):
-                if ws.update_plan is None:
-                    ws.allocate_update_plan(self)
-                for rows, buf in ws.update_plan[l - 1]:  # dW_l = Z_{l-1}ᵀ D_l (+ λ W_l), block by block
-                    Zb, Wb = (Z[l - 1], W) if rows is None else (Z[l - 1][:, rows], W[rows])
-                    g = ops.gemm(Zb, D[l], out=buf, trans_a=True)
-                    if l2:
-                        g = ops.add_scaled(g, l2, Wb)
-                    update(2 * l - 2, Wb, g, rows)
-            update(2 * l - 1, layers[l - 1].b, ops.sum_rows(D[l], out=ws.bias_grads[l - 1]))
-            if l > 1:
-                D[l - 1] = ops.backprop_activation(self.activations[l - 2], Z[l - 1], D[l - 1], consume_z=True)
-
-    def add_l2(self, grads: list[Any], l2: float) -> None:
-        """dW_l += λ W_l for every weight matrix (biases are not regularised)."""
+    def add_l2(self, ws: Workspace, l2: float) -> None:
+        """dW_l += λ W_l for every layer's gradient in ``ws`` (biases are not regularised)."""
         if l2:
             for i, layer in enumerate(self.layers):
-                grads[2 * i] = self.ops.add_scaled(grads[2 * i], l2, layer.W)
+                dW, db = ws.grads[i]
+                ws.grads[i] = (self.ops.add_scaled(dW, l2, layer.W), db)
 
     def l2_penalty(self, l2: float) -> float:
         """(λ/2) Σ_l ‖W_l‖²_F as a float."""
@@ -323,19 +249,22 @@ class MLP:
         return 0.5 * l2 * sum(float(self.ops.sq_norm(layer.W)) for layer in self.layers)
 
     # ----- public API -----------------------------------------------------------------
-    def _check_data(self, X: Any, Y: Any, loss: str, names: tuple[str, str] = ("X", "Y")) -> tuple[Any, Any, str]:
+    def check_data(self, X: Any, Y: Any, loss: str, names: tuple[str, str] = ("X", "Y")) -> tuple[Any, Any, str]:
+        """Validated (X, T, loss) on this model's backend: T the targets as (n, n_outputs)
+        (class labels one-hot), ``loss`` resolved ("auto" named); ``names`` go in the messages."""
         X = check_inputs(X, self.n_features, names[0])
         loss = self.resolve_loss(loss)
         T = check_targets(Y, X.shape[0], loss, self.n_outputs, names[1])
-        return self._device(X), self._device(T), loss
+        return self.to_device(X), self.to_device(T), loss
 
     def forward(self, X: Any) -> Any:
-        """Network output Ŷ for inputs X (n_samples, n_features), on the model's backend."""
-        X = self._device(check_inputs(X, self.n_features))
+        """Network output Ŷ (n_samples, n_outputs), on the model's backend, for inputs X (n_samples, n_features)."""
+        X = self.to_device(check_inputs(X, self.n_features))
         return self.forward_into(Workspace.unbuffered(self, X))
 
     def predict(self, X: Any) -> Any:
-        """Network output for X, returned as the same kind of array as X (NumPy in, NumPy out)."""
+        """Network output Ŷ (n_samples, n_outputs) for X (n_samples, n_features), returned as the same
+        kind of array as X (NumPy in, NumPy out): probabilities for softmax/sigmoid outputs."""
         Y = self.forward(X)
         owner = backend_of(X)
         if owner is None or owner.name == "numpy":
@@ -343,36 +272,110 @@ class MLP:
         return Y if owner.name == self.backend.name else owner.asarray(self.backend.to_numpy(Y))
 
     def loss(self, X: Any, Y: Any, loss: str = "auto", l2: float = 0.0) -> float:
-        """Mean loss E over the samples, plus (λ/2) Σ ‖W‖² when ``l2`` > 0."""
+        """Mean loss E = (1/n) Σ_n ℓ(Ŷ_n, T_n) + (λ/2) Σ_l ‖W_l‖².
+
+        Parameters
+        ----------
+        X : array of shape (n_samples, n_features)
+        Y : array of shape (n_samples,) or (n_samples, n_outputs)
+            Targets: class labels or one-hot rows for cross_entropy, values otherwise.
+        loss : {"auto", "mse", "cross_entropy", "binary_cross_entropy"}
+            "auto" pairs softmax with cross_entropy, sigmoid with binary_cross_entropy, identity with mse.
+        l2 : float
+            λ of the L2 term (0: none).
+        """
         l2 = check_number(l2, "l2", allow_zero=True)
-        X, T, loss = self._check_data(X, Y, loss)
+        X, T, loss = self.check_data(X, Y, loss)
         Yhat = self.forward_into(Workspace.unbuffered(self, X))
         return float(self.ops.loss_sum(loss, Yhat, T)) / X.shape[0] + self.l2_penalty(l2)
 
     def gradients(self, X: Any, Y: Any, loss: str = "auto", l2: float = 0.0) -> list[tuple[Any, Any]]:
-        """∂E/∂W_l and ∂E/∂b_l for every layer, as (dW, db) arrays of the model's backend."""
+        """∂E/∂W_l and ∂E/∂b_l of the mean loss :meth:`loss` for every layer.
+
+        Returns a list of (dW, db), arrays of the model's backend shaped like each layer's (W, b);
+        X, Y, loss and l2 are as for :meth:`loss`.
+        """
         l2 = check_number(l2, "l2", allow_zero=True)
-        X, T, loss = self._check_data(X, Y, loss)
+        X, T, loss = self.check_data(X, Y, loss)
         ws = Workspace.unbuffered(self, X)
         self.forward_into(ws)
-        G = self.backward_into(ws, T, loss, 1.0 / X.shape[0])
-        self.add_l2(G, l2)
-        return [(self.ops.copy(G[2 * i]), self.ops.copy(G[2 * i + 1])) for i in range(len(self.layers))]
+        self.backward_into(ws, T, loss, 1.0 / X.shape[0])
+        self.add_l2(ws, l2)
+        return [(self.ops.copy(dW), self.ops.copy(db)) for dW, db in ws.grads]
 
-    def fit(self, X: Any, Y: Any, **kwargs: Any) -> dict[str, list[float]]:
-        """Train by minibatch gradient descent; see :func:`gpumlp.training.fit` for the options."""
-        from .training import fit
-
-        return fit(self, X, Y, **kwargs)
-
-    def save(self, path: str) -> None:
-        """Write the model to ``path`` (.npz weights + JSON metadata, no pickle), atomically."""
-        from .io import save
-
+    def save(self, path: str | os.PathLike[str]) -> None:
+        """Write the model to ``path`` (.npz weights + JSON metadata, no pickle) atomically; see :func:`save`."""
         save(self, path)
+
+    @classmethod
+    def from_arrays(cls, meta: dict[str, Any], arrays: dict[str, np.ndarray], backend: str | Backend = "auto") -> MLP:
+        """The model that :func:`save` stored as (metadata, arrays), on ``backend``.
+
+        Raises
+        ------
+        KeyError, TypeError, ValueError
+            When ``meta`` or ``arrays`` do not describe a consistent model.
+        """
+        model = cls(meta["sizes"], hidden_activation=meta["hidden_activation"],
+                    output_activation=meta["output_activation"], dtype=meta["dtype"], backend=backend,
+                    seed=meta["seed"])
+        model.set_weights([(arrays[f"W{i}"], arrays[f"b{i}"]) for i in range(len(model.layers))])
+        return model
 
     def __repr__(self) -> str:
         return (
             f"MLP({list(self.sizes)}, hidden_activation={self.hidden_activation!r}, "
             f"output_activation={self.output_activation!r}, dtype={self.dtype!r}, backend={self.backend.name!r})"
         )
+
+
+def model_meta(model: MLP) -> dict[str, Any]:
+    """What it takes to rebuild ``model`` besides its weights (sizes, activations, dtype, seed)."""
+    return {
+        "sizes": list(model.sizes),
+        "hidden_activation": model.hidden_activation,
+        "output_activation": model.output_activation,
+        "dtype": model.dtype,
+        "seed": model.seed,
+    }
+
+
+def save(model: MLP, path: str | os.PathLike[str], extra: dict[str, np.ndarray] | None = None) -> None:
+    """Write ``model`` to ``path`` atomically: its weights as W0, b0, W1, ... and :func:`model_meta`.
+
+    Parameters
+    ----------
+    model : MLP
+    path : str or os.PathLike
+        The file; its directory must exist (FileNotFoundError otherwise).
+    extra : dict of str to numpy.ndarray, optional
+        Further arrays stored beside the weights (checkpoints and the CLI add theirs).
+    """
+    arrays: dict[str, np.ndarray] = {}
+    for i, (W, b) in enumerate(model.get_weights()):
+        arrays[f"W{i}"], arrays[f"b{i}"] = W, b
+    write_npz(path, model_meta(model), {**arrays, **(extra or {})})
+
+
+def load(path: str | os.PathLike[str], backend: str | Backend = "auto") -> MLP:
+    """Read a model written by :meth:`MLP.save` (or :func:`save`) onto ``backend``.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+    backend : str or Backend
+        As for :class:`MLP`.
+
+    Raises
+    ------
+    FileNotFoundError
+        When there is no file at ``path``.
+    ValueError
+        When the file is not a readable, consistent gpumlp model file (it is never unpickled).
+    """
+    backend = get_backend(backend)
+    meta, arrays = read_npz(path)
+    try:
+        return MLP.from_arrays(meta, arrays, backend)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ValueError(f"{os.fspath(path)!r} holds an inconsistent gpumlp model: {exc}") from None

@@ -9,22 +9,45 @@ Gradients are scratch after :meth:`Optimizer.step`: the fast Ops reuse them as b
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from .backend import to_numpy
-from .ops import Ops
 from .validation import check_choice, check_number
+
+if TYPE_CHECKING:
+    from .ops import Ops
 
 OPTIMIZERS = ("sgd", "adam")
 
 
 class Optimizer:
-    """Base class: holds the learning rate, the step count and per-parameter state."""
+    """Base class: holds the learning rate, the step count and per-parameter state.
+
+    Capabilities are class attributes, declared by each optimizer:
+
+    - ``fusable``: :meth:`step` is begin_step + one :meth:`update` per parameter, and
+      :meth:`update` accepts row blocks, so the fused CPU path may make those calls itself as
+      each gradient block is computed (``gpumlp.training.fused``);
+    - ``prescalable``: the update may be p ← p + c·∇E for c = :attr:`prescale` (plain SGD).
+
+    A subclass that defines its own ``step`` is not ``fusable``, and one that defines its own
+    ``update`` is not ``prescalable`` (its update must see ∇E), unless it declares so itself.
+    """
 
     name = ""
     state_names: tuple[str, ...] = ()
+    fusable = True
+    prescalable = False
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        own = vars(cls)
+        if "step" in own and "fusable" not in own:
+            cls.fusable = False
+        if "update" in own and "prescalable" not in own:
+            cls.prescalable = False
 
     def __init__(self, lr: float) -> None:
         self.lr = check_number(lr, "lr")
@@ -48,13 +71,6 @@ class Optimizer:
         self.begin_step()
         for i, (p, g) in enumerate(zip(params, grads)):
             self.update(i, p, g)
-
-    @property
-    def fusable(self) -> bool:
-        """True when :meth:`step` is the stock begin_step + one update per parameter, so the
-        fused fast path may make those calls itself (a subclass that overrides step opts out)."""
-        cls = type(self)
-        return cls.step is Optimizer.step and cls.update is not Optimizer.update
 
     @property
     def prescale(self) -> float | None:
@@ -110,6 +126,7 @@ class SGD(Optimizer):
     """Minibatch gradient descent: v ← μv − η∇E; W ← W + v (Nesterov: W ← W + μv − η∇E)."""
 
     name = "sgd"
+    prescalable = True
 
     def __init__(self, lr: float = 0.01, momentum: float = 0.0, nesterov: bool = False) -> None:
         super().__init__(lr)
@@ -121,8 +138,8 @@ class SGD(Optimizer):
 
     @property
     def prescale(self) -> float | None:
-        # plain SGD: W ← W + (−η∇E); not for a subclass with its own update, which must see ∇E
-        return None if self.momentum or type(self).update is not SGD.update else -self.lr
+        # plain SGD: W ← W + (−η∇E)
+        return None if self.momentum or not self.prescalable else -self.lr
 
     def update(self, i: int, p: Any, g: Any, rows: slice | None = None) -> None:
         v = None
@@ -166,7 +183,9 @@ class Adam(Optimizer):
         return {"lr": self.lr, "beta1": self.beta1, "beta2": self.beta2, "eps": self.eps}
 
 
-def make_optimizer(optimizer: "str | Optimizer", lr: float = 0.01, momentum: float = 0.0, nesterov: bool = False) -> Optimizer:
+def make_optimizer(
+    optimizer: str | Optimizer, lr: float = 0.01, momentum: float = 0.0, nesterov: bool = False
+) -> Optimizer:
     """An :class:`Optimizer` from a name ("sgd", "adam") or an existing instance (kept as is)."""
     if isinstance(optimizer, Optimizer):
         return optimizer

@@ -40,10 +40,9 @@ from sklearn.utils.multiclass import check_classification_targets, type_of_targe
 from sklearn.utils.validation import check_is_fitted, column_or_1d, validate_data
 
 from .backend import backend_of, to_numpy
-from .io import model_meta
-from .network import MLP
+from .network import MLP, model_meta
 from .optimizers import SGD, Adam, Optimizer
-from .training import fit as _train
+from .trainable import fit as _train
 from .validation import check_bool, check_choice, check_number
 
 __all__ = ["MLPClassifier", "MLPRegressor"]

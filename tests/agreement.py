@@ -30,3 +30,12 @@ def targets(rng, loss, n, k):
     if loss == "binary_cross_entropy":
         return rng.integers(0, 2, size=(n, k)).astype(float)
     return np.eye(k)[rng.integers(0, k, n)]
+
+
+def max_rel_diff(a, b) -> float:
+    """Largest max |x − y| / max |y| over the weights and biases of models ``a`` and ``b`` (b the reference)."""
+    worst = 0.0
+    for pa, pb in zip(a.get_weights(), b.get_weights()):
+        for x, ref in zip(pa, pb):
+            worst = max(worst, float(np.max(np.abs(x - ref))) / max(float(np.max(np.abs(ref))), 1e-12))
+    return worst

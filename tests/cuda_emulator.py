@@ -4,7 +4,7 @@ The kernel source of :func:`gpumlp.ops.cuda_source` is compiled with the host C+
 against a small shim: blocks run one after another and the threads of a block as coroutines
 (a small x86-64 context switch), so ``__syncthreads`` and warp shuffles behave as on a GPU,
 and a divergent barrier aborts instead of hanging. :class:`EmulatedCupy` stands in for the few CuPy pieces that
-:class:`~gpumlp.ops.CupyOps` and :mod:`gpumlp.cuda_graph` use, on NumPy arrays:
+:class:`~gpumlp.ops.CupyOps` and :mod:`gpumlp.training.cuda_graph` use, on NumPy arrays:
 
 - ``RawModule``: the compiled shim; a launch checks every argument's type against the
   kernel's C signature (a Python float where CUDA wants ``float`` is an error, as it would be

@@ -1,4 +1,4 @@
-"""Worker for tests/test_distributed.py, launched as ``mpiexec -n P python tests/distributed_worker.py OUT``.
+"""Worker for tests/training/test_distributed.py, launched as ``mpiexec -n P python tests/distributed_worker.py OUT``.
 
 Trains every case in CASES with ``comm="mpi"`` and writes this rank's weights and history to
 OUT/rank<r>.npz. Ranks build their models from different seeds on purpose: fit must start

@@ -16,7 +16,7 @@ from typing import Any, Callable, NamedTuple
 import numpy as np
 
 import gpumlp as gm
-from gpumlp.io import encode_meta
+from gpumlp.modelfile import encode_meta
 
 
 class Case(NamedTuple):

@@ -14,7 +14,8 @@ def _data(n=40, d=5, k=3, seed=0):
 
 
 def test_public_names_exist():
-    for name in ["MLP", "fit", "load", "gradcheck", "get_backend", "backend_info", "has_gpu", "to_numpy", "DivergenceError"]:
+    names = ["MLP", "fit", "load", "gradcheck", "get_backend", "backend_info", "has_gpu", "to_numpy", "DivergenceError"]
+    for name in names:
         assert hasattr(gm, name), name
     for meth in ["fit", "predict", "loss", "gradients", "get_weights", "set_weights", "save", "forward", "to"]:
         assert callable(getattr(gm.MLP, meth)), meth
@@ -39,7 +40,7 @@ def test_float32_stays_float32_throughout(backend):
     for W, b in model.get_weights():
         assert W.dtype == np.float32 and b.dtype == np.float32
     for ws in model._workspaces.values():
-        for a in ws.Z + ws.D[1:] + ws.grads + [ws.T]:
+        for a in ws.Z + ws.D[1:] + ws.flat_grad_list() + [ws.T]:
             assert gm.to_numpy(a).dtype == np.float32
     for dW, db in model.gradients(X, y):
         assert gm.to_numpy(dW).dtype == np.float32 and gm.to_numpy(db).dtype == np.float32
@@ -215,7 +216,9 @@ BAD_INPUTS = [
     ("batch size -1", lambda m, X, y: m.fit(X, y, batch_size=-1), ValueError, "batch_size must be > 0"),
     ("1-D X", lambda m, X, y: m.predict(X[0]), ValueError, "X must be 2-D"),
     ("string X", lambda m, X, y: m.predict(np.array([["a"] * 5])), TypeError, "X must hold numbers"),
-    ("cross-entropy with identity output", lambda m, X, y: gm.MLP([5, 3], output_activation="identity").loss(X, y, loss="cross_entropy"), ValueError, "needs outputs in"),
+    ("cross-entropy with identity output",
+     lambda m, X, y: gm.MLP([5, 3], output_activation="identity").loss(X, y, loss="cross_entropy"),
+     ValueError, "needs outputs in"),
 ]
 
 

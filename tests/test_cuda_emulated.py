@@ -14,15 +14,14 @@ import zlib
 
 import numpy as np
 import pytest
-
-import gpumlp as gm
-from gpumlp.cuda_graph import device_loop
-from gpumlp.network import Workspace
-from gpumlp.optimizers import SGD, Adam
-from gpumlp.training import Trainer
-
 from agreement import HIDDEN, OUTPUT_LOSS, flat, rel, targets
 from cuda_emulator import EmulatedBackend, available
+
+import gpumlp as gm
+from gpumlp.optimizers import SGD, Adam
+from gpumlp.training import Trainer
+from gpumlp.training.cuda_graph import device_loop
+from gpumlp.workspace import Workspace
 
 pytestmark = pytest.mark.skipif(not available(), reason="emulating CUDA kernels needs g++ on x86-64 Linux")
 
@@ -114,7 +113,7 @@ def test_graphs_are_captured_once_per_batch_shape_and_replayed(emu):
     X, y = rng.normal(size=(43, 5)), rng.integers(0, 3, 43)
     model = gm.MLP([5, 8, 3], dtype="float32", backend=emu, seed=3)
     opt = Adam(lr=0.01)
-    Xd, Td, loss = model._check_data(X, y, "auto")
+    Xd, Td, loss = model.check_data(X, y, "auto")
     trainer = Trainer(model, loss, opt, 0.0, 8, True, np.random.default_rng(1))
     loop = device_loop(trainer, cuda_graph=True)
     launches = []
@@ -125,7 +124,7 @@ def test_graphs_are_captured_once_per_batch_shape_and_replayed(emu):
     assert sorted(loop.captured) == [3, 8]
     assert opt.t == 18
     assert launches[1] == launches[2] == 0  # later epochs are graph replays only: no kernel launched from Python
-    for a in [*model.params, *opt.state["m"], loop.total, *model.workspace(8).grads]:
+    for a in [*model.params, *opt.state["m"], loop.total, *model.workspace(8).flat_grad_list()]:
         assert a.dtype == np.float32
 
 

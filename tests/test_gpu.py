@@ -14,14 +14,14 @@ import zlib
 
 import numpy as np
 import pytest
+from agreement import HIDDEN, OUTPUT_LOSS, flat, rel, targets
 
 import gpumlp as gm
-from gpumlp.cuda_graph import device_loop
-from gpumlp.network import Workspace
-from gpumlp.optimizers import Adam, SGD
+from gpumlp.optimizers import SGD, Adam
 from gpumlp.training import Trainer
-
-from agreement import HIDDEN, OUTPUT_LOSS, flat, rel, targets
+from gpumlp.training.cuda_graph import device_loop
+from gpumlp.training.step import LossTotal, RowBatches, train_step
+from gpumlp.workspace import Workspace
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not gm.has_gpu(), reason="no CUDA GPU (CuPy with a visible device)")]
 
@@ -89,7 +89,7 @@ def test_graphs_are_captured_on_the_gpu_with_clipping_and_a_remainder_batch():
     rng = np.random.default_rng(0)
     X, y = rng.normal(size=(100, 8)), rng.integers(0, 3, 100)
     model = gm.MLP([8, 16, 3], dtype="float32", backend="cupy", seed=0)
-    Xd, Td, loss = model._check_data(X, y, "auto")
+    Xd, Td, loss = model.check_data(X, y, "auto")
     trainer = Trainer(model, loss, SGD(lr=0.1, momentum=0.9), 0.0, 32, True, np.random.default_rng(0), clip_norm=0.5)
     loop = device_loop(trainer, cuda_graph=True)
     with warnings.catch_warnings():
@@ -105,15 +105,19 @@ def test_no_host_synchronisation_inside_a_step(cp):
     rng = np.random.default_rng(0)
     X, y = rng.normal(size=(64, 8)), rng.integers(0, 3, 64)
     model = gm.MLP([8, 16, 3], dtype="float32", backend="cupy", seed=0)
-    Xd, Td, loss = model._check_data(X, y, "auto")
+    Xd, Td, loss = model.check_data(X, y, "auto")
     trainer = Trainer(model, loss, Adam(lr=0.01), 1e-3, 16, True, np.random.default_rng(0), clip_norm=1.0)
     ws = model.workspace(16)
-    ws.Z[0][...] = Xd[:16]
-    ws.T[...] = Td[:16]
-    trainer.step(ws, ws.T, 16)  # compile the kernels first (compiling may synchronise)
+    rows = RowBatches(model.ops, Xd, Td, cp.arange(64))
+    losses = LossTotal(model.ops, model.xp_dtype)
+
+    def step():  # the eager loop's step: gather, forward, loss, backward, L2, clip, update
+        train_step(model, ws, rows.select(0, 16), losses, trainer.optimizer, trainer.config, 16)
+
+    step()  # compile the kernels first (compiling may synchronise)
     with cupyx.allow_synchronize(False):
         for _ in range(3):
-            trainer.step(ws, ws.T, 16)
+            step()
     loop = device_loop(trainer, allow_tf32=True)  # the device loop's eager step
     loop.run_epoch(Xd, Td)
     with cupyx.allow_synchronize(False):
@@ -167,6 +171,6 @@ def test_kernels_on_large_shapes(cp):
     assert rel(dev.forward(X), ref.forward(X)) < 1e-10
     for (dW, db), (rW, rb) in zip(dev.gradients(X, T), ref.gradients(X, T)):
         assert rel(dW, rW) < 1e-10 and rel(db, rb) < 1e-10
-    Y = dev.forward_into(Workspace.unbuffered(dev, dev._device(X)))
+    Y = dev.forward_into(Workspace.unbuffered(dev, dev.to_device(X)))
     Y[0, 0] = cp.nan
-    assert np.isnan(float(dev.ops.loss_sum("cross_entropy", Y, dev._device(T))))
+    assert np.isnan(float(dev.ops.loss_sum("cross_entropy", Y, dev.to_device(T))))

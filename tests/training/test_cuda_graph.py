@@ -9,15 +9,14 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
+from cuda_emulator import EmulatedCupy
 
 import gpumlp as gm
 from gpumlp.activations import OUTPUT_ACTIVATIONS
-from gpumlp.cuda_graph import GraphCaptureError, capture, capture_unsupported, epoch_plan
 from gpumlp.losses import LOSSES
 from gpumlp.ops import cuda_source
 from gpumlp.optimizers import Adam
-
-from cuda_emulator import EmulatedCupy
+from gpumlp.training.cuda_graph import GraphCaptureError, capture, capture_unsupported, epoch_plan
 
 
 def _data():
@@ -135,7 +134,10 @@ def _nvrtc():
     return nvrtc
 
 
-@pytest.mark.skipif(_nvrtc() is None, reason="needs CuPy with the NVRTC library (pip install cupy-cuda13x nvidia-cuda-nvrtc)")
+NVRTC_MISSING = "needs CuPy with the NVRTC library (pip install cupy-cuda13x nvidia-cuda-nvrtc)"
+
+
+@pytest.mark.skipif(_nvrtc() is None, reason=NVRTC_MISSING)
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 def test_cuda_source_compiles_with_nvrtc_and_float32_stays_float32(dtype):
     nvrtc = _nvrtc()

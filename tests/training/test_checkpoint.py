@@ -17,7 +17,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import gpumlp as gm
-import gpumlp.checkpoint as checkpoint_module
+import gpumlp.training.state as state_module
 from gpumlp.optimizers import SGD, Adam
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -42,7 +42,8 @@ def _assert_same_weights(a, b, exact=True):
 
 RUNS = {
     "sgd+nesterov+l2+clip+val+early-stopping": dict(
-        optimizer="sgd", lr=0.05, momentum=0.9, nesterov=True, l2=1e-3, clip_norm=0.5, early_stopping=True, patience=50),
+        optimizer="sgd", lr=0.05, momentum=0.9, nesterov=True, l2=1e-3, clip_norm=0.5, early_stopping=True, patience=50
+    ),
     "adam": dict(optimizer="adam", lr=0.01),
 }
 
@@ -146,10 +147,11 @@ def test_ctrl_c_without_checkpoint_rolls_back_and_reraises(tmp_path):
 
 def test_checkpoint_every_k_epochs_and_at_the_end(monkeypatch, tmp_path):
     written = []
-    real = checkpoint_module.save_checkpoint
-    monkeypatch.setattr(checkpoint_module, "save_checkpoint", lambda *a, **k: written.append(a[3]) or real(*a, **k))
+    real = state_module.save_checkpoint
+    monkeypatch.setattr(state_module, "save_checkpoint", lambda *a, **k: written.append(a[3]) or real(*a, **k))
     X, y = _data(n=40)
-    gm.MLP([6, 3], backend="numpy").fit(X, y, epochs=7, batch_size=8, checkpoint=tmp_path / "ck.npz", checkpoint_every=3)
+    model = gm.MLP([6, 3], backend="numpy")
+    model.fit(X, y, epochs=7, batch_size=8, checkpoint=tmp_path / "ck.npz", checkpoint_every=3)
     assert written == [3, 6, 7]
     assert gm.load_checkpoint(tmp_path / "ck.npz").epoch == 7
     assert [p for p in os.listdir(tmp_path) if p.startswith(".tmp-")] == []
@@ -166,7 +168,9 @@ def test_checkpoint_contents_and_it_is_also_a_model_file(tmp_path):
     for k in ("m", "v"):
         for saved, live in zip(ck.optimizer["state"][k], opt.state[k]):
             np.testing.assert_array_equal(saved, live)
-    assert ck.config == {"loss": "cross_entropy", "batch_size": 10, "shuffle": True, "l2": 0.0, "clip_norm": None, "n_samples": 40}
+    assert ck.config == {
+        "loss": "cross_entropy", "batch_size": 10, "shuffle": True, "l2": 0.0, "clip_norm": None, "n_samples": 40
+    }
     _assert_same_weights(gm.load(tmp_path / "ck.npz", backend="numpy"), model)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import warnings
 
 import numpy as np
@@ -134,11 +135,11 @@ def test_no_false_alarm_on_a_converging_run():
 
 
 def test_divergence_is_checked_once_per_epoch(monkeypatch):
-    import gpumlp.training as training
+    loop = importlib.import_module("gpumlp.training.fit")  # the module: gpumlp.training.fit is the function
 
     calls = []
-    real = training._divergence
-    monkeypatch.setattr(training, "_divergence", lambda *a: calls.append(1) or real(*a))
+    real = loop._divergence
+    monkeypatch.setattr(loop, "_divergence", lambda *a: calls.append(1) or real(*a))
     X, y = _classification(n=96)
     gm.MLP([4, 3], backend="numpy").fit(X, y, epochs=4, batch_size=8)  # 12 steps per epoch
     assert len(calls) == 4
@@ -175,7 +176,8 @@ def test_clip_global_norm_by_hand(backend, fast):
     be = get_backend(backend, fast=fast)
 
     def g():
-        return [be.asarray(np.array([[3.0, 0.0], [0.0, 0.0]], dtype=np.float32)), be.asarray(np.array([4.0], dtype=np.float32))]
+        W = np.array([[3.0, 0.0], [0.0, 0.0]], dtype=np.float32)
+        return [be.asarray(W), be.asarray(np.array([4.0], dtype=np.float32))]
 
     clipped = [be.to_numpy(a) for a in be.ops.clip_global_norm(g(), 1.0)]  # ‖g‖ = 5 -> scale 1/5
     np.testing.assert_allclose(clipped[0], [[0.6, 0.0], [0.0, 0.0]], rtol=1e-6)
@@ -191,7 +193,8 @@ def test_clip_norm_step_equals_a_hand_clipped_gradient_step():
     grads = model.gradients(X, y)  # checked against finite differences in test_gradients
     norm = np.sqrt(sum(np.sum(dW ** 2) + np.sum(db ** 2) for dW, db in grads))
     c, lr = 0.1 * norm, 0.5
-    want = [(W - lr * (c / norm) * dW, b - lr * (c / norm) * db) for (W, b), (dW, db) in zip(model.get_weights(), grads)]
+    s = lr * (c / norm)
+    want = [(W - s * dW, b - s * db) for (W, b), (dW, db) in zip(model.get_weights(), grads)]
     model.fit(X, y, lr=lr, epochs=1, batch_size=None, shuffle=False, clip_norm=c)
     for (W, b), (Ww, bw) in zip(model.get_weights(), want):
         np.testing.assert_allclose(W, Ww, rtol=1e-12, atol=1e-12)
@@ -202,7 +205,8 @@ def test_clip_norm_keeps_an_otherwise_diverging_run_finite():
     X, y = _regression()
     y = 50 * y  # large targets: big gradients early on
     with pytest.raises(gm.DivergenceError):
-        gm.MLP([4, 16, 1], output_activation="identity", backend="numpy", seed=0).fit(X, y, lr=0.2, epochs=40, batch_size=8)
+        unclipped = gm.MLP([4, 16, 1], output_activation="identity", backend="numpy", seed=0)
+        unclipped.fit(X, y, lr=0.2, epochs=40, batch_size=8)
     model = gm.MLP([4, 16, 1], output_activation="identity", backend="numpy", seed=0)
     h = model.fit(X, y, lr=0.2, epochs=40, batch_size=8, clip_norm=1.0)
     assert np.all(np.isfinite(h["loss"])) and h["loss"][-1] < h["loss"][0]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import sys
 import tempfile
 
 import numpy as np
@@ -12,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import gpumlp as gm
-from gpumlp.io import atomic_write
+from gpumlp.modelfile import atomic_write
 
 ARCH = dict(
     sizes=st.lists(st.integers(1, 7), min_size=2, max_size=5),
@@ -150,3 +151,15 @@ def test_atomic_write_keeps_the_old_file_when_the_writer_fails(tmp_path):
     assert path.read_bytes() == b"old" and os.listdir(tmp_path) == ["f.bin"]
     atomic_write(path, lambda f: f.write(b"new"))
     assert path.read_bytes() == b"new" and os.listdir(tmp_path) == ["f.bin"]
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX file modes")
+def test_saved_models_get_the_usual_file_mode(tmp_path):
+    # Bug: the atomic write's mkstemp left every model and checkpoint file 0o600.
+    old = os.umask(0o022)
+    try:
+        gm.MLP([2, 3, 2], backend="numpy").save(tmp_path / "m.npz")
+    finally:
+        os.umask(old)
+    assert os.stat(tmp_path / "m.npz").st_mode & 0o777 == 0o644
+    assert [p.name for p in tmp_path.iterdir()] == ["m.npz"]

@@ -8,73 +8,17 @@ same global batch size, seed and data.
 
 from __future__ import annotations
 
-import importlib.util
-import os
-import shutil
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
+import distributed_worker as worker
 import numpy as np
 import pytest
+from mpi_launch import launch, mpi, needs_mpi
 
 import gpumlp as gm
 from gpumlp.distributed import shard
 
-WORKER = Path(__file__).with_name("distributed_worker.py")
-_spec = importlib.util.spec_from_file_location("distributed_worker", WORKER)
-worker = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(worker)
-
-LAUNCH_TIMEOUT = 180  # seconds for one mpiexec launch, a hang included; a clean run takes about 2 s
 TOLERANCE = {"float64": 1e-10, "float32": 1e-5}
-
-
-def _launcher() -> tuple[list[str], dict[str, str]] | str:
-    """(the ``mpiexec -n 2 python`` command, its environment), or why MPI tests cannot run."""
-    if importlib.util.find_spec("mpi4py") is None:
-        return "mpi4py is not installed (pip install -e '.[mpi]')"
-    beside = Path(sys.executable).parent / "mpiexec"  # the launcher of the MPI wheel mpi4py uses
-    exe = str(beside) if beside.exists() else shutil.which("mpiexec")
-    if exe is None:
-        return "no mpiexec launcher found (pip install -e '.[mpi]' installs MPICH's)"
-    try:
-        version = subprocess.run([exe, "--version"], capture_output=True, text=True, timeout=60).stdout
-    except (OSError, subprocess.SubprocessError) as exc:
-        return f"{exe} --version failed: {exc}"
-    env = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1")
-    flags: list[str] = []
-    if "Open MPI" in version or "OpenRTE" in version or "PRRTE" in version:
-        flags = ["--oversubscribe"]  # 2 ranks on however few cores CI has; and CI runs as root:
-        env.update(OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1")
-    return [exe, *flags, "-n", "2", sys.executable], env
-
-
-LAUNCHER = _launcher()
-mpi = pytest.mark.mpi
-needs_mpi = pytest.mark.skipif(isinstance(LAUNCHER, str), reason=str(LAUNCHER))
-
-
-def launch(
-    *args: str, env: dict[str, str] | None = None, program: tuple[str, ...] = (str(WORKER),)
-) -> tuple[int, str, float]:
-    """Run the worker (or ``python *program``) under ``mpiexec -n 2``; (exit code, output, seconds).
-    A launch still running after LAUNCH_TIMEOUT is killed (its whole process group) and fails the test."""
-    cmd, base_env = LAUNCHER
-    t0 = time.perf_counter()
-    proc = subprocess.Popen(
-        [*cmd, *program, *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        env={**base_env, **(env or {})}, start_new_session=True,
-    )
-    try:
-        out, _ = proc.communicate(timeout=LAUNCH_TIMEOUT)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        out, _ = proc.communicate()
-        pytest.fail(f"mpiexec -n 2 hung for {LAUNCH_TIMEOUT} s; output:\n{out[-4000:]}")
-    return proc.returncode, out, time.perf_counter() - t0
 
 
 @pytest.fixture(scope="module")
@@ -83,7 +27,8 @@ def two_ranks(tmp_path_factory: pytest.TempPathFactory) -> list:
     out = tmp_path_factory.mktemp("mpi")
     code, log, _ = launch(str(out))
     assert code == 0, f"mpiexec -n 2 failed with exit code {code}:\n{log[-4000:]}"
-    assert "of 2: done" in log, f"the 2 processes did not form one MPI job (is mpiexec from another MPI than mpi4py's?):\n{log}"
+    why = "the 2 processes did not form one MPI job (is mpiexec from another MPI than mpi4py's?)"
+    assert "of 2: done" in log, f"{why}:\n{log}"
     return [np.load(out / f"rank{r}.npz") for r in range(2)]
 
 
@@ -127,7 +72,8 @@ def test_a_rank_that_dies_stops_every_rank(tmp_path: Path) -> None:
 @mpi
 @needs_mpi
 def test_a_rank_that_hangs_times_out_with_a_clear_error(tmp_path: Path) -> None:
-    code, log, seconds = launch(str(tmp_path), "--fail", "1:2:hang", env={"GPUMLP_MPI_TIMEOUT": "8"})  # generous: a busy CI core must not trip it early
+    # 8 s is generous: a busy CI core must not trip it early
+    code, log, seconds = launch(str(tmp_path), "--fail", "1:2:hang", env={"GPUMLP_MPI_TIMEOUT": "8"})
     assert code != 0
     assert "DistributedError: rank 0 of 2 waited 8 s in the gradient allreduce" in log, log[-4000:]
     assert "rank 0 of 2 stopped with DistributedError; aborting all ranks" in log
@@ -149,8 +95,8 @@ def test_workspace_gradients_pack_into_one_buffer(backend_name: str, rng: np.ran
     model = gm.MLP([5, 7, 3], hidden_activation="tanh", dtype="float64", backend=backend_name, seed=0)
     X, y = rng.standard_normal((6, 5)), rng.integers(0, 3, 6)
     ws = model.workspace(6)
-    ws.Z[0] = model.ops.copy(model._device(X))
-    T = model._device(gm.one_hot(y, 3, dtype="float64"))
+    ws.Z[0] = model.ops.copy(model.to_device(X))
+    T = model.to_device(gm.one_hot(y, 3, dtype="float64"))
     model.forward_into(ws)
     model.backward_into(ws, T, "cross_entropy", 1.0 / 6)
     flat = gm.to_numpy(ws.pack_grads(model.ops))
@@ -162,6 +108,6 @@ def test_workspace_gradients_pack_into_one_buffer(backend_name: str, rng: np.ran
         assert not flat[at + g.size:at + gap].any()
         at += gap
     assert flat.size == at
-    for got, want, view in zip(packed, expected, ws.grads):
+    for got, want, view in zip(packed, expected, ws.flat_grad_list()):
         np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-9)
         np.testing.assert_array_equal(gm.to_numpy(view), got)  # ws.grads are the buffer's views

@@ -26,13 +26,16 @@ caches) before that shape is captured.
 from __future__ import annotations
 
 import warnings
-from typing import Any, Callable
+from collections.abc import Callable
+from dataclasses import replace
+from typing import Any
 
 import numpy as np
 
-from .ops import CupyOps
-from .optimizers import SGD, Adam
-from .validation import check_bool
+from ..ops import CupyOps
+from ..optimizers import SGD, Adam, Optimizer
+from ..validation import check_bool
+from .step import train_step
 
 CUDA_GRAPH_CHOICES = (False, True, "auto")
 
@@ -123,7 +126,7 @@ def loop_unsupported(trainer: Any) -> str | None:
     return None
 
 
-def device_loop(trainer: Any, cuda_graph: "bool | str" = False, allow_tf32: bool = False) -> "DeviceLoop | None":
+def device_loop(trainer: Any, cuda_graph: bool | str = False, allow_tf32: bool = False) -> DeviceLoop | None:
     """The :class:`DeviceLoop` that ``fit(cuda_graph=..., allow_tf32=...)`` asks for, or None
     for the plain loop.
 
@@ -157,13 +160,59 @@ def device_loop(trainer: Any, cuda_graph: "bool | str" = False, allow_tf32: bool
     return DeviceLoop(trainer, graphs=graphs, allow_tf32=allow_tf32)
 
 
+class DeviceBatches:
+    """The device loop's batch source: rows perm[step[0]·batch_size + r] of (X, T), gathered on
+    the device, and step[0] += 1 once the step is done; ``perm`` and ``step`` are device arrays."""
+
+    def __init__(self, ops: CupyOps, X: Any, T: Any, perm: Any, step: Any, batch_size: int, dtype: Any) -> None:
+        self.ops, self.X, self.T, self.perm, self.step = ops, X, T, perm, step
+        self.batch_size, self.dtype = batch_size, dtype
+
+    def fill(self, ws: Any) -> None:
+        self.ops.gather_batch(self.X, self.T, self.perm, self.step, self.batch_size, ws.Z[0], ws.T)
+
+    def advance(self) -> None:
+        self.ops.advance(self.step, self.dtype)
+
+
+class DeviceLossTotal:
+    """The device loop's loss sum: one kernel adds each batch's Σ_n ℓ_n into ``total`` (no temporary)."""
+
+    def __init__(self, ops: CupyOps, total: Any) -> None:
+        self.ops, self.total = ops, total
+
+    def add(self, loss: str, Y: Any, T: Any) -> None:
+        self.ops.add_loss_sum(loss, Y, T, self.total)
+
+
+class ScheduledUpdate:
+    """The device loop's update rule: each parameter's update with nothing counted on the host
+    (the loop adds the epoch's steps to ``optimizer.t``), Adam's η_t read from ``lr_schedule`` at
+    the device batch number ``step[0]``: a replay must not reuse the captured step's η_t."""
+
+    def __init__(self, optimizer: Optimizer, ops: CupyOps, lr_schedule: Any, step: Any) -> None:
+        self.optimizer, self.ops, self.lr_schedule, self.step_counter = optimizer, ops, lr_schedule, step
+
+    def step(self, params: list[Any], grads: list[Any]) -> None:
+        opt = self.optimizer
+        for i, (p, g) in enumerate(zip(params, grads)):
+            if isinstance(opt, Adam):
+                m, v = opt.state["m"][i], opt.state["v"][i]
+                self.ops.adam_update_scheduled(p, g, m, v, self.lr_schedule, self.step_counter, opt.beta1,
+                                               opt.beta2, opt.eps)
+            else:
+                opt.update(i, p, g)
+
+
 class DeviceLoop:
-    """Runs a :class:`~gpumlp.training.Trainer`'s epochs on a CuPy stream of its own, the batch
+    """Runs a :class:`~gpumlp.training.fit.Trainer`'s epochs on a CuPy stream of its own, the batch
     number and step sizes in device memory; each step is replayed from a CUDA graph
     (``graphs=True``, after one eager step per shape) or launched eagerly.
 
-    It computes what ``Trainer.run_epoch`` computes, step for step (same permutation draws,
-    same kernels, same order), and keeps ``optimizer.t`` in step.
+    Every step is :func:`~gpumlp.training.step.train_step`, the eager loop's own, given the device
+    batch source, loss total and update rule above; so it computes what ``Trainer.run_epoch``
+    computes, step for step (same permutation draws, same kernels, same order), and keeps
+    ``optimizer.t`` in step.
     """
 
     def __init__(self, trainer: Any, graphs: bool, allow_tf32: bool) -> None:
@@ -173,23 +222,27 @@ class DeviceLoop:
         self.xp = self.model.backend.xp
         self.graphs = graphs
         self.allow_tf32 = allow_tf32
+        self.config = replace(trainer.config, fused=False)  # the update must be ScheduledUpdate's
         self.stream = self.xp.cuda.Stream(non_blocking=True)
         self.step = self.xp.zeros((1,), dtype=self.xp.int32)  # the batch number within the epoch
-        self.total = self.ops.alloc((), self.model._xp_dtype)  # Σ_n ℓ_n over the epoch so far
+        self.total = self.ops.alloc((), self.model.xp_dtype)  # Σ_n ℓ_n over the epoch so far
+        self.losses = DeviceLossTotal(self.ops, self.total)
         self.captured: dict[int, Any] = {}  # batch rows -> graph of one step
         self._bound: tuple[list[Any], tuple[Any, ...]] | None = None
-        self.X = self.T = self.perm = self.lr_schedule = None
+        self.batches: DeviceBatches | None = None
+        self.update: ScheduledUpdate | None = None
+        self.lr_schedule: Any = None
 
     # ----- what the graphs depend on ------------------------------------------------------
     def _bind(self, X: Any, T: Any, plan: list[tuple[int, int]]) -> None:
         """Point the loop at (X, T) and the current parameters; drop the graphs when anything a
         graph baked in (an array's address, a hyperparameter) has changed since capture."""
-        tr, model, opt = self.trainer, self.model, self.trainer.optimizer
+        tr, model, opt, config = self.trainer, self.model, self.trainer.optimizer, self.config
         workspaces = [model.workspace(rows) for rows, _ in plan]  # allocated here, never under capture
         arrays = [X, T, *model.params, *(a for state in opt.state.values() for a in state)]
         for ws in workspaces:
-            arrays += [*ws.Z, *ws.D[1:], ws.T, *ws.grads]
-        values = (X.shape, T.shape, tr.loss, tr.l2, tr.clip_norm, tr.batch_size, opt.name,
+            arrays += [*ws.Z, *ws.D[1:], ws.T, *ws.flat_grad_list()]
+        values = (X.shape, T.shape, config.loss, config.l2, config.clip_norm, tr.batch_size, opt.name,
                   tuple(sorted(opt.hyper().items())))
         old = self._bound
         if old is not None and old[1] == values and len(old[0]) == len(arrays) and all(
@@ -197,32 +250,18 @@ class DeviceLoop:
             return
         self.captured.clear()
         self._bound = (arrays, values)
-        self.X, self.T = (a if a.flags.c_contiguous else self.xp.ascontiguousarray(a) for a in (X, T))
+        X, T = (a if a.flags.c_contiguous else self.xp.ascontiguousarray(a) for a in (X, T))
         steps = sum(count for _, count in plan)
-        self.perm = self.xp.zeros((X.shape[0],), dtype=self.xp.int64)
-        self.lr_schedule = self.ops.alloc((steps,), model._xp_dtype)
+        perm = self.xp.zeros((X.shape[0],), dtype=self.xp.int64)
+        self.batches = DeviceBatches(self.ops, X, T, perm, self.step, tr.batch_size, T.dtype)
+        self.lr_schedule = self.ops.alloc((steps,), model.xp_dtype)
+        self.update = ScheduledUpdate(opt, self.ops, self.lr_schedule, self.step)
 
     # ----- one step, on whatever stream is current ----------------------------------------------
     def _enqueue_step(self, rows: int) -> None:
-        """Batch number step[0]: gather, forward, loss, backward, L2, clipping, update, step += 1.
-        The same calls in the same order as ``Trainer.step``; nothing here reads the device."""
-        tr, model, ops = self.trainer, self.model, self.ops
-        ws = model.workspace(rows)
-        ops.gather_batch(self.X, self.T, self.perm, self.step, tr.batch_size, ws.Z[0], ws.T)
-        Y = model.forward_into(ws)
-        ops.add_loss_sum(tr.loss, Y, ws.T, self.total)
-        grads = model.backward_into(ws, ws.T, tr.loss, 1.0 / rows)
-        model.add_l2(grads, tr.l2)
-        if tr.clip_norm is not None:
-            grads = ops.clip_global_norm(grads, tr.clip_norm)
-        opt = tr.optimizer
-        for i, (p, g) in enumerate(zip(model.params, grads)):
-            if isinstance(opt, Adam):  # η_t from the device: a replay must not reuse the captured step's
-                m, v = opt.state["m"][i], opt.state["v"][i]
-                ops.adam_update_scheduled(p, g, m, v, self.lr_schedule, self.step, opt.beta1, opt.beta2, opt.eps)
-            else:
-                opt.update(i, p, g)
-        ops.advance(self.step, ws.T.dtype)
+        """Batch number step[0], through the one train_step; nothing here reads the device."""
+        model = self.model
+        train_step(model, model.workspace(rows), self.batches, self.losses, self.update, self.config, rows)
 
     def _capture(self, rows: int) -> Any:
         try:
@@ -261,14 +300,14 @@ class DeviceLoop:
         caller = xp.cuda.get_current_stream()
         with self.stream, ops.matmul_precision(self.allow_tf32):
             self.stream.wait_event(caller.record())  # the caller's queued work (restores, copies) first
-            ops.assign(self.perm, model.backend.asarray(order.astype(np.int64, copy=False)))
+            ops.assign(self.batches.perm, model.backend.asarray(order.astype(np.int64, copy=False)))
             if isinstance(opt, Adam):
                 sizes = [opt.step_size(opt.t + i) for i in range(1, steps + 1)]
-                ops.assign(self.lr_schedule, model.backend.asarray(np.asarray(sizes), dtype=model._xp_dtype))
+                ops.assign(self.lr_schedule, model.backend.asarray(np.asarray(sizes), dtype=model.xp_dtype))
             self.step.fill(0)
             self.total.fill(0)
             for rows, count in plan:
                 self._run(rows, count)
             opt.t += steps
             total = float(self.total)
-        return total / n + model.l2_penalty(tr.l2)
+        return total / n + model.l2_penalty(self.config.l2)

@@ -1,4 +1,4 @@
-"""The fit loop: device-resident data, shuffled minibatches, history, early stopping.
+"""The fit loop: device-resident data, shuffled minibatches, history, early stopping, rollback.
 
 X and the targets are moved to the device once per ``fit``. Each epoch draws a permutation
 from the model's seeded host RNG (so NumPy and CuPy runs see the same batches), uploads it
@@ -12,18 +12,25 @@ import math
 import os
 import time
 import warnings
-from typing import Any, Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .checkpoint import Checkpoint, EpochState, apply_checkpoint, check_checkpoint_path, load_checkpoint
+from ..checkpoint import Checkpoint, apply_checkpoint, check_checkpoint_path, load_checkpoint
+from ..optimizers import Optimizer, make_optimizer
+from ..validation import check_bool, check_number
+from ..workspace import Workspace
 from .cuda_graph import device_loop
 from .distributed import Reducer, make_reducer
-from .network import MLP, Workspace
-from .optimizers import Optimizer, make_optimizer
-from .validation import check_bool, check_number
+from .fused import can_fuse
+from .state import EpochState
+from .step import LossTotal, RowBatches, StepConfig, train_step
 
-Callback = Callable[[MLP, int, dict], "bool | None"]
+if TYPE_CHECKING:
+    from ..network import MLP
+
+Callback = Callable[["MLP", int, dict], "bool | None"]
 
 
 class DivergenceError(FloatingPointError):
@@ -42,65 +49,49 @@ class DivergenceError(FloatingPointError):
 
 
 class Trainer:
-    """One training run's settings and state; :func:`fit` drives it epoch by epoch."""
+    """One training run's settings and state; :func:`fit` drives it epoch by epoch.
+
+    Every step of every loop is :func:`~gpumlp.training.step.train_step` with :attr:`config`:
+    the eager epoch here (:meth:`run_epoch`), or the device loop of
+    :mod:`gpumlp.training.cuda_graph` that replaces it (CUDA graphs / TF32).
+    """
 
     def __init__(
         self, model: MLP, loss: str, optimizer: Optimizer, l2: float, batch_size: int,
         shuffle: bool, rng: np.random.Generator, reducer: Reducer | None = None, clip_norm: float | None = None,
     ) -> None:
         self.model = model
-        self.loss = loss
         self.optimizer = optimizer
-        self.l2 = l2
         self.batch_size = batch_size
         self.shuffle = shuffle
         self.rng = rng
-        self.reducer = reducer or Reducer()  # data parallelism: shards batches, sums gradients
-        self.clip_norm = clip_norm  # c of g ← g·min(1, c/‖g‖), or None
+        reducer = reducer or Reducer()  # data parallelism: shards batches, sums gradients
+        self.config = StepConfig(loss, l2, clip_norm, can_fuse(model.ops, optimizer, reducer.size, clip_norm), reducer)
         self.device_loop: Any = None  # a cuda_graph.DeviceLoop runs the epochs instead (CUDA graphs / TF32)
-        # The fast path (Ops.fused_update): the update is fused into the backward pass, so it
-        # cannot serve steps that need the whole gradient first (allreduce, global-norm clip).
-        self.fused = (model.ops.fused_update and optimizer.fusable and self.reducer.size == 1
-                      and clip_norm is None)
         optimizer.bind(model.params, model.ops)
+
+    @property
+    def reducer(self) -> Reducer:
+        return self.config.reducer
 
     def batches(self, n: int) -> Iterable[tuple[int, int]]:
         """(start, stop) row ranges of one epoch."""
         return ((s, min(s + self.batch_size, n)) for s in range(0, n, self.batch_size))
 
-    def step(self, ws: Any, T: Any, denom: int) -> Any:
-        """Forward, backward and update on the batch in ``ws``; returns Σ_n ℓ_n (device 0-d)."""
-        model = self.model
-        Y = model.forward_into(ws)
-        batch_loss = model.ops.loss_sum(self.loss, Y, T)
-        if self.fused:
-            model.backward_update(ws, T, self.loss, 1.0 / denom, self.l2, self.optimizer)
-            return batch_loss
-        grads = model.backward_into(ws, T, self.loss, 1.0 / denom)
-        grads = self.reducer.reduce_grads(ws, grads)
-        model.add_l2(grads, self.l2)
-        if self.clip_norm is not None:
-            grads = model.ops.clip_global_norm(grads, self.clip_norm)
-        self.optimizer.step(model.params, grads)
-        return batch_loss
-
     def run_epoch(self, X: Any, T: Any) -> float:
         """One pass over (X, T), already on the device; returns the mean training loss."""
         if self.device_loop is not None:
             return self.device_loop.run_epoch(X, T)
-        model, ops = self.model, self.model.ops
+        model, config = self.model, self.config
         n = X.shape[0]
         order = self.rng.permutation(n) if self.shuffle else np.arange(n)
-        perm = model.backend.asarray(order)
-        total = ops.alloc((), model._xp_dtype)
+        rows = RowBatches(model.ops, X, T, model.backend.asarray(order))
+        losses = LossTotal(model.ops, model.xp_dtype)
         for start, stop in self.batches(n):
-            lo, hi = self.reducer.shard(start, stop)
-            ws = model.workspace(hi - lo, grads=not self.fused)
-            idx = perm[lo:hi]
-            ws.Z[0] = ops.take_rows(X, idx, out=ws.Z[0])
-            ws.T = ops.take_rows(T, idx, out=ws.T)
-            total += self.step(ws, ws.T, stop - start)
-        return self.reducer.sum_scalar(total) / n + model.l2_penalty(self.l2)
+            lo, hi = config.reducer.shard(start, stop)
+            ws = model.workspace(hi - lo, grads=not config.fused)
+            train_step(model, ws, rows.select(lo, hi), losses, self.optimizer, config, stop - start)
+        return config.reducer.sum_scalar(losses.total) / n + model.l2_penalty(config.l2)
 
     def evaluate(self, X: Any, T: Any, chunk: int = 8192) -> float:
         """Mean loss (with the L2 term) on data already on the device, in chunks of rows."""
@@ -110,9 +101,8 @@ class Trainer:
         for start in range(lo, hi, chunk):
             stop = min(start + chunk, hi)
             Y = model.forward_into(Workspace.unbuffered(model, X[start:stop, ...]))
-            total += float(model.ops.loss_sum(self.loss, Y, T[start:stop, ...]))
-        return self.reducer.sum_scalar(total) / X.shape[0] + model.l2_penalty(self.l2)
-
+            total += float(model.ops.loss_sum(self.config.loss, Y, T[start:stop, ...]))
+        return self.reducer.sum_scalar(total) / X.shape[0] + model.l2_penalty(self.config.l2)
 
 
 def _check_batch_size(batch_size: int | None, n: int) -> int:
@@ -130,7 +120,9 @@ def _check_threshold(threshold: float | None) -> float | None:
         return None
     threshold = check_number(threshold, "divergence_threshold")
     if threshold <= 1:
-        raise ValueError(f"divergence_threshold must be > 1 (a growth factor over the first epoch's loss) or None; got {threshold!r}")
+        raise ValueError(
+            f"divergence_threshold must be > 1 (a growth factor over the first epoch's loss) or None; got {threshold!r}"
+        )
     return threshold
 
 
@@ -140,7 +132,9 @@ def _check_callbacks(callbacks: Any) -> list[Callback]:
     callbacks = list(callbacks)
     for i, cb in enumerate(callbacks):
         if not callable(cb):
-            raise TypeError(f"callbacks[{i}] must be callable as cb(model, epoch, logs); got {type(cb).__name__} {cb!r}")
+            raise TypeError(
+                f"callbacks[{i}] must be callable as cb(model, epoch, logs); got {type(cb).__name__} {cb!r}"
+            )
     return callbacks
 
 
@@ -174,61 +168,43 @@ def _divergence_error(
 
 
 def fit(
-    model: MLP,
-    X: Any,
-    Y: Any,
-    loss: str = "auto",
-    optimizer: "str | Optimizer" = "sgd",
-    lr: float = 0.01,
-    momentum: float = 0.0,
-    nesterov: bool = False,
-    l2: float = 0.0,
-    epochs: int = 10,
-    batch_size: int | None = 32,
-    shuffle: bool = True,
-    validation_data: tuple[Any, Any] | None = None,
-    early_stopping: bool = False,
-    patience: int = 5,
-    seed: int | None = None,
-    progress: bool = False,
-    callbacks: Sequence[Callback] = (),
-    comm: Any = None,
-    clip_norm: float | None = None,
-    divergence_threshold: float | None = 1e4,
-    checkpoint: "str | os.PathLike[str] | None" = None,
-    checkpoint_every: int = 1,
-    resume: "str | os.PathLike[str] | Checkpoint | None" = None,
-    cuda_graph: "bool | str" = False,
-    allow_tf32: bool = False,
+    model: MLP, X: Any, Y: Any, *, loss: str, optimizer: str | Optimizer, lr: float, momentum: float, nesterov: bool,
+    l2: float, epochs: int, batch_size: int | None, shuffle: bool, validation_data: tuple[Any, Any] | None,
+    early_stopping: bool, patience: int, seed: int | None, progress: bool, callbacks: Sequence[Callback], comm: Any,
+    clip_norm: float | None, divergence_threshold: float | None, checkpoint: str | os.PathLike[str] | None,
+    checkpoint_every: int, resume: str | os.PathLike[str] | Checkpoint | None, cuda_graph: bool | str,
+    allow_tf32: bool,
 ) -> dict[str, list[float]]:
     """Train ``model`` by minibatch gradient descent and return the per-epoch history.
 
-    ``batch_size=None`` is full-batch gradient descent, 1 is stochastic. ``history["loss"]``
-    holds the mean training loss of each epoch (L2 term included); ``history["val_loss"]``
-    the loss on ``validation_data`` after each epoch. ``early_stopping`` stops once the
-    monitored loss (validation if given, else training) has not improved for ``patience``
-    epochs; stopped early or not, the model then gets the best epoch's weights back. ``seed`` reseeds the shuffling RNG; by default
-    it continues the model's own RNG. Each callback is called as ``cb(model, epoch, logs)``
-    after every epoch; one that returns True stops training.
+    The loop behind :meth:`gpumlp.MLP.fit`, which holds every setting's default and documentation
+    and passes them all here (``gpumlp.fit(model, X, Y, ...)`` is that method called as a function).
+    It drives ``model`` through its methods (``check_data``, ``workspace``, ``forward_into``,
+    ``backward_into``, ``params``, ``snapshot``, ...), one :func:`~gpumlp.training.step.train_step`
+    per batch.
 
-    ``comm`` ("mpi", an mpi4py communicator or a :func:`gpumlp.distributed.init` group) trains
-    data-parallel across MPI ranks, equal to one process with the same ``batch_size``: every
-    rank passes the same data and settings; only rank 0 shows progress (docs/distributed.md).
+    Parameters
+    ----------
+    model : MLP
+        The network to train, in place.
+    X, Y
+        The data, as for :meth:`gpumlp.MLP.fit`.
+    loss, optimizer, lr, momentum, nesterov, l2, epochs, batch_size, shuffle, validation_data, \
+early_stopping, patience, seed, progress, callbacks, comm, clip_norm, divergence_threshold, \
+checkpoint, checkpoint_every, resume, cuda_graph, allow_tf32
+        Keyword-only, all required: the settings documented at :meth:`gpumlp.MLP.fit`.
 
-    Reliability (docs/reliability.md): ``clip_norm=c`` scales each step's gradients by
-    min(1, c/‖g‖), ‖g‖ their global norm. An epoch whose loss is NaN/inf, or above
-    ``divergence_threshold`` × max(1, first epoch's loss) (None turns that bound off), or
-    that leaves a non-finite weight, raises :class:`DivergenceError` after the model is put
-    back to the last good epoch. ``checkpoint=path`` writes model, optimizer, RNG state, epoch
-    and history atomically every ``checkpoint_every`` epochs, at the last epoch, and on Ctrl-C
-    or divergence (then holding the last good epoch). ``resume=path`` continues such a run to
-    ``epochs`` in total, exactly as if it had not stopped (it restores the RNG, so ``seed`` is
-    not used); a Ctrl-C rolls the model back to its last complete epoch and re-raises.
+    Returns
+    -------
+    dict of str to list of float
+        ``"loss"`` (and ``"val_loss"``): one value per epoch, also kept as ``model.history``.
 
-    GPU (docs/gpu.md): ``cuda_graph=True`` captures each train step as a CUDA graph and replays
-    it for every step of that batch shape (``"auto"``: where the backend can); ``allow_tf32=True``
-    lets float32 matmuls use TF32 tensor cores (faster, about 3 fewer significant digits).
-    Both need backend='cupy' and raise ValueError elsewhere; both are off by default.
+    Raises
+    ------
+    TypeError, ValueError
+        For a bad argument or data.
+    DivergenceError
+        When an epoch diverges; the model holds the last good epoch again.
     """
     lr = check_number(lr, "lr")
     l2 = check_number(l2, "l2", allow_zero=True)
@@ -242,13 +218,13 @@ def fit(
     checkpoint = None if checkpoint is None else check_checkpoint_path(checkpoint)
     callbacks = _check_callbacks(callbacks)
     opt = make_optimizer(optimizer, lr=lr, momentum=momentum, nesterov=nesterov)
-    Xd, Td, loss = model._check_data(X, Y, loss)
+    Xd, Td, loss = model.check_data(X, Y, loss)
     batch_size = _check_batch_size(batch_size, Xd.shape[0])
     val = None
     if validation_data is not None:
         if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
             raise TypeError("validation_data must be a pair (X_val, Y_val)")
-        val = model._check_data(*validation_data, loss, names=("validation_data X", "validation_data Y"))[:2]
+        val = model.check_data(*validation_data, loss, names=("validation_data X", "validation_data Y"))[:2]
     reducer = make_reducer(comm, model.backend)
     if seed is not None:
         model.rng = np.random.default_rng(check_number(seed, "seed", integer=True, allow_zero=True))
@@ -271,11 +247,11 @@ def fit(
     if ck is not None:
         history.update({k: list(v) for k, v in ck.history.items()})
         best = math.inf if ck.best_loss is None else ck.best_loss
-        best_snap = None if ck.best_weights is None else [model._device(a) for a in ck.best_weights]
+        best_snap = None if ck.best_weights is None else [model.to_device(a) for a in ck.best_weights]
         waited, start = ck.waited, ck.epoch
     callbacks = list(callbacks)
     if progress and reducer.is_root:
-        from .progress import ProgressBar
+        from ..progress import ProgressBar
 
         callbacks.append(ProgressBar(max(epochs - start, 0), Xd.shape[0]))
     good = EpochState(model, opt)  # the last complete, finite epoch: what a divergence or Ctrl-C returns to

@@ -1,0 +1,80 @@
+"""What a divergence or a Ctrl-C returns to: the training state at the end of the last good epoch."""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING, Any
+
+from ..checkpoint import restore_rng, save_checkpoint
+
+if TYPE_CHECKING:
+    from ..network import MLP
+    from ..optimizers import Optimizer
+
+
+class EpochState:
+    """The training state at the end of one epoch, kept in reused device buffers.
+
+    :meth:`capture` copies the weights, the optimizer's state and step count, the RNG state and
+    early stopping's counters; :meth:`restore` puts them back. ``fit`` captures after every good
+    epoch, so a divergence or Ctrl-C can return the model to the last complete, finite epoch.
+    """
+
+    def __init__(self, model: MLP, optimizer: Optimizer) -> None:
+        self.model, self.optimizer = model, optimizer
+        self.epoch = 0
+        self.t = 0
+        self.rng_state: dict[str, Any] = {}
+        self.params: list[Any] = []
+        self.opt_state: dict[str, list[Any]] = {}
+        self.best_loss: float = math.inf
+        self.waited = 0
+        self.best_weights: list[Any] | None = None
+        self.complete = True
+
+    def capture(
+        self, epoch: int, best_loss: float = math.inf, waited: int = 0, best_weights: list[Any] | None = None
+    ) -> None:
+        """Copy the current training state into this object's buffers."""
+        self.complete = False  # a Ctrl-C during the copies leaves the live state, which is this epoch's
+        self.epoch, self.t, self.rng_state = epoch, self.optimizer.t, self.model.rng.bit_generator.state
+        self.best_loss, self.waited, self.best_weights = best_loss, waited, best_weights
+        ops = self.model.ops
+        if not self.params:
+            self.params = self.model.snapshot()
+            self.opt_state = {k: [ops.copy(a) for a in v] for k, v in self.optimizer.state.items()}
+        else:
+            for dst, src in zip(self.params, self.model.params):
+                ops.assign(dst, src)
+            for k, arrays in self.opt_state.items():
+                for dst, src in zip(arrays, self.optimizer.state[k]):
+                    ops.assign(dst, src)
+        self.complete = True
+
+    def restore(self) -> None:
+        """Put the captured weights, optimizer state and RNG state back (arrays keep their addresses)."""
+        if not self.complete:  # interrupted mid-capture: the model still holds exactly this state
+            self.complete = True
+            return
+        ops = self.model.ops
+        self.model.restore(self.params)
+        for k, arrays in self.opt_state.items():
+            for dst, src in zip(self.optimizer.state[k], arrays):
+                ops.assign(dst, src)
+        self.optimizer.t = self.t
+        restore_rng(self.model, self.rng_state)
+
+    def save(self, path: str, history: dict[str, list[float]], config: dict[str, Any]) -> None:
+        """Write this state as a checkpoint; the model and optimizer must hold it (just captured or restored)."""
+        save_checkpoint(
+            path, self.model, self.optimizer, self.epoch, history, config=config,
+            best_loss=self.best_loss, waited=self.waited, best_weights=self.best_weights,
+        )
+
+    def rollback(self, history: dict[str, list[float]], path: str | None, config: dict[str, Any]) -> None:
+        """:meth:`restore`, cut ``history`` back to this epoch, and checkpoint it to ``path`` if given."""
+        self.restore()
+        for values in history.values():
+            del values[self.epoch:]
+        if path is not None:
+            self.save(path, history, config)
