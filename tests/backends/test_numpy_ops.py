@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 
 import gpumlp as gm
-from gpumlp import _blas
-from gpumlp.backend import Backend
-from gpumlp.ops import NumpyOps, Ops
+from gpumlp.backends import Backend, _blas
+from gpumlp.backends.numpy_ops import NumpyOps
+from gpumlp.backends.ops import Ops
 from gpumlp.optimizers import SGD, Adam
 from gpumlp.training import Trainer
 

@@ -14,14 +14,13 @@ import zlib
 
 import numpy as np
 import pytest
+from agreement import HIDDEN, OUTPUT_LOSS, flat, rel, targets
 
 import gpumlp as gm
 from gpumlp.cuda_graph import device_loop
 from gpumlp.network import Workspace
-from gpumlp.optimizers import Adam, SGD
+from gpumlp.optimizers import SGD, Adam
 from gpumlp.training import Trainer
-
-from agreement import HIDDEN, OUTPUT_LOSS, flat, rel, targets
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not gm.has_gpu(), reason="no CUDA GPU (CuPy with a visible device)")]
 
