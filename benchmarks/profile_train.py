@@ -26,7 +26,8 @@ import numpy as np  # noqa: E402
 
 import common  # noqa: E402
 import gpumlp as gm  # noqa: E402
-from gpumlp import _blas, ops, validation  # noqa: E402
+from gpumlp import validation  # noqa: E402
+from gpumlp.backends import _blas  # noqa: E402
 
 KERNELS = ("affine_activate", "gemm", "gemm_update", "backprop_activation", "output_delta", "loss_sum",
            "sum_rows", "take_rows", "add_scaled")

@@ -1,7 +1,7 @@
 """gpumlp: multilayer perceptrons trained by minibatch gradient descent on NumPy or CuPy."""
 
 from . import distributed, training
-from .backend import Backend, backend_info, get_backend, has_gpu, to_numpy
+from .backends import Backend, backend_info, get_backend, has_gpu, to_numpy
 from .checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from .data import load_dataset, one_hot, train_test_split
 from .gradcheck import gradcheck, numerical_gradients

@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .backend import to_numpy
+from .backends import to_numpy
 from .validation import check_number
 
 if TYPE_CHECKING:

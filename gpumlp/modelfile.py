@@ -110,8 +110,8 @@ def read_npz(path: str | os.PathLike[str]) -> tuple[dict[str, Any], dict[str, np
     if _META_KEY not in arrays:
         raise ValueError(f"{path!r} is an .npz file but not a gpumlp model (no metadata)")
     meta = decode_json(arrays.pop(_META_KEY), path, "gpumlp metadata")
-    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-        kind = meta.get("format") if isinstance(meta, dict) else meta
+    kind = meta.get("format") if isinstance(meta, dict) else meta
+    if not isinstance(meta, dict) or kind != FORMAT:
         raise ValueError(f"{path!r} is not a gpumlp model file (format {kind!r})")
     if meta.get("version") != VERSION:
         raise ValueError(

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from .activations import HIDDEN_ACTIVATIONS, OUTPUT_ACTIVATIONS
-from .backend import Backend, backend_of, get_backend, to_numpy
+from .backends import Backend, backend_of, get_backend, to_numpy
 from .losses import AUTO_LOSS, LOSSES, PROBABILITY_OUTPUTS
 from .modelfile import read_npz, write_npz
 from .trainable import Trainable

@@ -13,11 +13,11 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .backend import to_numpy
+from .backends import to_numpy
 from .validation import check_choice, check_number
 
 if TYPE_CHECKING:
-    from .ops import Ops
+    from .backends.ops import Ops
 
 OPTIMIZERS = ("sgd", "adam")
 

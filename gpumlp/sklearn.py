@@ -39,7 +39,7 @@ from sklearn.utils import check_random_state
 from sklearn.utils.multiclass import check_classification_targets, type_of_target, unique_labels
 from sklearn.utils.validation import check_is_fitted, column_or_1d, validate_data
 
-from .backend import backend_of, to_numpy
+from .backends import backend_of, to_numpy
 from .network import MLP, model_meta
 from .optimizers import SGD, Adam, Optimizer
 from .trainable import fit as _train

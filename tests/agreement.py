@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-import gpumlp as gm
+from gpumlp.backends import to_numpy
 
 HIDDEN = ("relu", "tanh", "sigmoid", "identity")
 OUTPUT_LOSS = [("softmax", "cross_entropy"), ("softmax", "binary_cross_entropy"), ("softmax", "mse"),
@@ -14,7 +14,7 @@ OUTPUT_LOSS = [("softmax", "cross_entropy"), ("softmax", "binary_cross_entropy")
 
 def rel(a, b) -> float:
     """max |a − b| / max |b|, in float64 on the host."""
-    a, b = np.asarray(gm.to_numpy(a), dtype=np.float64), np.asarray(gm.to_numpy(b), dtype=np.float64)
+    a, b = np.asarray(to_numpy(a), dtype=np.float64), np.asarray(to_numpy(b), dtype=np.float64)
     return float(np.abs(a - b).max() / max(np.abs(b).max(), 1e-300))
 
 

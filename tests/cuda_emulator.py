@@ -1,10 +1,11 @@
 """Run gpumlp's CUDA kernels and CUDA-graph logic on the CPU, for machines without a GPU.
 
-The kernel source of :func:`gpumlp.ops.cuda_source` is compiled with the host C++ compiler
-against a small shim: blocks run one after another and the threads of a block as coroutines
-(a small x86-64 context switch), so ``__syncthreads`` and warp shuffles behave as on a GPU,
-and a divergent barrier aborts instead of hanging. :class:`EmulatedCupy` stands in for the few CuPy pieces that
-:class:`~gpumlp.ops.CupyOps` and :mod:`gpumlp.training.cuda_graph` use, on NumPy arrays:
+The kernel source of :func:`gpumlp.backends._cuda_source.cuda_source` (gpumlp/backends/kernels.cu)
+is compiled with the host C++ compiler against a small shim: blocks run one after another and
+the threads of a block as coroutines (a small x86-64 context switch), so ``__syncthreads`` and
+warp shuffles behave as on a GPU, and a divergent barrier aborts instead of hanging.
+:class:`EmulatedCupy` stands in for the few CuPy pieces that
+:class:`~gpumlp.backends.cupy_ops.CupyOps` and :mod:`gpumlp.training.cuda_graph` use, on NumPy arrays:
 
 - ``RawModule``: the compiled shim; a launch checks every argument's type against the
   kernel's C signature (a Python float where CUDA wants ``float`` is an error, as it would be
@@ -31,13 +32,14 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from collections.abc import Callable
 from types import SimpleNamespace
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
-from gpumlp.backend import Backend
-from gpumlp.ops import CupyOps
+from gpumlp.backends import Backend
+from gpumlp.backends.cupy_ops import CupyOps
 
 _SHIM = r"""
 #include <cmath>
@@ -230,7 +232,7 @@ class EmulatedCaptureError(RuntimeError):
 
 
 class _Kernel:
-    def __init__(self, emu: "EmulatedCupy", fn: Any, name: str, params: list[tuple[str, str]], dtype: np.dtype):
+    def __init__(self, emu: EmulatedCupy, fn: Any, name: str, params: list[tuple[str, str]], dtype: np.dtype):
         self.emu, self.fn, self.name, self.params, self.dtype = emu, fn, name, params, dtype
 
     def _convert(self, args: tuple) -> list[Any]:
@@ -264,7 +266,7 @@ class _Kernel:
 
 
 class _Module:
-    def __init__(self, emu: "EmulatedCupy", code: str) -> None:
+    def __init__(self, emu: EmulatedCupy, code: str) -> None:
         self.emu, self.code = emu, code
         match = re.search(r"typedef (\w+) T;", code)
         self.dtype = np.dtype({"float": np.float32, "double": np.float64}[match.group(1)])
@@ -320,7 +322,7 @@ class EmulatedCupy:
         class MemoryHook:
             name = "hook"
 
-            def __enter__(self) -> "MemoryHook":
+            def __enter__(self) -> MemoryHook:
                 emu.hooks.append(self)
                 return self
 
@@ -336,7 +338,7 @@ class EmulatedCupy:
             def __init__(self, non_blocking: bool = False) -> None:
                 self.capturing = False
 
-            def __enter__(self) -> "Stream":
+            def __enter__(self) -> Stream:
                 emu._streams.append(self)
                 return self
 

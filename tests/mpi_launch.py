@@ -1,8 +1,8 @@
-"""Launching ``mpiexec -n 2`` for the MPI tests (tests/training/test_distributed.py, tests/test_cli.py).
+"""Launching ``mpiexec -n 2`` from tests: the command (or why MPI tests cannot run here) and a
+launch under a timeout that kills a hung job.
 
-:data:`LAUNCHER` is the command and environment, or a string saying why MPI tests cannot run
-here (they are skipped with it); :func:`launch` runs tests/distributed_worker.py (or any
-``python`` program) on two ranks under a timeout.
+``LAUNCHER`` is ``(command, environment)``, or a string saying why MPI tests are skipped (mpi4py
+or mpiexec missing; ``pip install -e '.[mpi]'`` provides both); ``needs_mpi`` skips with it.
 """
 
 from __future__ import annotations

@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from ..ops import CupyOps
+from ..backends.cupy_ops import CupyOps
 from ..optimizers import SGD, Adam, Optimizer
 from ..validation import check_bool
 from .step import train_step

@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from ..backend import Backend, get_backend
+from ..backends import Backend, get_backend
 from ..validation import check_number
 
 TIMEOUT_ENV = "GPUMLP_MPI_TIMEOUT"

@@ -60,11 +60,8 @@ class Trainer:
         self, model: MLP, loss: str, optimizer: Optimizer, l2: float, batch_size: int,
         shuffle: bool, rng: np.random.Generator, reducer: Reducer | None = None, clip_norm: float | None = None,
     ) -> None:
-        self.model = model
-        self.optimizer = optimizer
-        self.batch_size = batch_size
-        self.shuffle = shuffle
-        self.rng = rng
+        self.model, self.optimizer, self.rng = model, optimizer, rng
+        self.batch_size, self.shuffle = batch_size, shuffle
         reducer = reducer or Reducer()  # data parallelism: shards batches, sums gradients
         self.config = StepConfig(loss, l2, clip_norm, can_fuse(model.ops, optimizer, reducer.size, clip_norm), reducer)
         self.device_loop: Any = None  # a cuda_graph.DeviceLoop runs the epochs instead (CUDA graphs / TF32)
@@ -72,6 +69,7 @@ class Trainer:
 
     @property
     def reducer(self) -> Reducer:
+        """The ranks' gradient reducer (a single process: one that does nothing)."""
         return self.config.reducer
 
     def batches(self, n: int) -> Iterable[tuple[int, int]]:

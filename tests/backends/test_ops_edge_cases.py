@@ -5,8 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from gpumlp import _blas
-from gpumlp.ops import NumpyOps, Ops
+from gpumlp.backends import _blas
+from gpumlp.backends.numpy_ops import NumpyOps
+from gpumlp.backends.ops import Ops
 
 
 def test_reference_relu_keeps_nan_like_the_fast_paths():

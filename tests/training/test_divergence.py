@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import gpumlp as gm
-from gpumlp.backend import get_backend
+from gpumlp.backends import get_backend
 from gpumlp.optimizers import SGD
 
 

@@ -4,7 +4,7 @@ through tests/cuda_emulator.py and checked against the NumPy backend.
 The NumPy backend is an independent implementation (ufuncs, OpenBLAS); the emulator runs the
 very CUDA source the GPU compiles, with a graph replay that repeats recorded launches only.
 What this cannot check (cuBLAS, real stream-capture rules, host syncs, speed) is in
-tests/test_gpu.py, which needs a GPU.
+tests/backends/test_gpu.py, which needs a GPU.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from gpumlp.workspace import Workspace
 
 pytestmark = pytest.mark.skipif(not available(), reason="emulating CUDA kernels needs g++ on x86-64 Linux")
 
-TOL = {"float64": 1e-10, "float32": 1e-4}  # max |a − b| / max |b|, as in tests/test_gpu.py
+TOL = {"float64": 1e-10, "float32": 1e-4}  # max |a − b| / max |b|, as in tests/backends/test_gpu.py
 
 
 @pytest.fixture(scope="module")

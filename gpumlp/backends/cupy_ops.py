@@ -1,0 +1,242 @@
+"""CupyOps: the GPU fast path, fused CUDA kernels for the elementwise work of a step.
+
+The kernels are the CUDA C++ of kernels.cu (expanded by :mod:`._cuda_source`), compiled once
+per dtype with NVRTC through ``xp.RawModule`` on first use; the GEMMs stay on cuBLAS through
+``matmul(out=)``. Arrays the kernels cannot take go the way of
+:class:`~gpumlp.backends.inplace_ops.InplaceOps`. The methods after the Ops interface keep the
+batch number and Adam's step size in device memory, for the captured steps of
+:mod:`gpumlp.cuda_graph`. This module never imports CuPy: it gets the namespace as ``xp``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..losses import CANONICAL_PAIRS
+from ._cuda_source import CUDA_DERIVATIVE, CUDA_FORWARD, CUDA_LOSS, CUDA_SCALAR, cuda_source
+from .inplace_ops import InplaceOps
+
+
+class _MatmulPrecision:
+    """Context in which CuPy's float32 matmuls may use TF32 tensor cores; the previous
+    compute type is restored on exit (it is process-wide CuPy state)."""
+
+    def __init__(self, xp: Any, allow_tf32: bool) -> None:
+        self._linalg = getattr(getattr(xp, "_core", None), "_routines_linalg", None)
+        self._dtype = xp.float32
+        self._allow = allow_tf32
+        self._before: Any = None
+
+    def __enter__(self) -> _MatmulPrecision:
+        if self._allow and self._linalg is not None:
+            self._before = self._linalg.get_compute_type(self._dtype)
+            self._linalg.set_compute_type(self._dtype, self._linalg.COMPUTE_TYPE_TF32)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._before is not None:
+            self._linalg.set_compute_type(self._dtype, self._before)
+            self._before = None
+
+
+class CupyOps(InplaceOps):
+    """CuPy: fused CUDA kernels for the elementwise work of a step, cuBLAS GEMMs into ``out=``.
+
+    Bias + activation, activation backward × delta, the output delta (softmax + cross-entropy
+    collapses to (Ŷ − T)/B), the loss sum, the bias gradient and each optimizer update are one
+    kernel launch apiece (the gradient-norm clip is two plus one per gradient), and nothing in
+    a step waits for the device. Kernels are compiled on first use and cached per dtype; an
+    array the kernels cannot take (strided, other dtype) goes the InplaceOps way. The methods after
+    the Ops interface read the batch number and Adam's step size from device memory: that is
+    what lets :mod:`gpumlp.cuda_graph` replay one captured step for a whole epoch.
+    """
+
+    fused_update = False  # steps go backward_into + optimizer.step: the order a CUDA graph captures
+    _BLOCK = 256  # threads per block of every launch
+    _MAX_GRID = 65535  # most blocks of a grid-stride launch
+    _CLIP_BLOCKS = 128  # blocks per gradient in the norm's first pass
+
+    def __init__(self, xp: Any) -> None:
+        super().__init__(xp)
+        self._modules: dict[str, Any] = {}
+        self._kernels: dict[tuple[str, str], Any] = {}
+        self._clip_buffers: dict[tuple[str, int], tuple[Any, Any]] = {}
+
+    # ----- kernel plumbing -------------------------------------------------------------
+    def _kernel(self, name: str, dtype: Any) -> Any:
+        key = (name, str(dtype))
+        fn = self._kernels.get(key)
+        if fn is None:
+            module = self._modules.get(key[1])
+            if module is None:
+                source = cuda_source(key[1])
+                module = self._modules[key[1]] = self.xp.RawModule(code=source, options=("--fmad=false",))
+            fn = self._kernels[key] = module.get_function(name)
+        return fn
+
+    def _elementwise(self, name: str, dtype: Any, n: int, *args: Any) -> None:
+        """Launch a grid-stride kernel over ``n`` elements."""
+        grid = min(max(1, -(-n // self._BLOCK)), self._MAX_GRID)
+        self._kernel(name, dtype)((grid,), (self._BLOCK,), args)
+
+    def _rowwise(self, name: str, dtype: Any, rows: int, *args: Any) -> None:
+        """Launch a kernel that gives each row one warp."""
+        warps = self._BLOCK // 32
+        self._kernel(name, dtype)((-(-rows // warps),), (self._BLOCK,), args)
+
+    def _contiguous(self, a: Any, dtype: Any = None) -> Any:
+        if dtype is not None and a.dtype != dtype:
+            a = a.astype(dtype)
+        return a if a.flags.c_contiguous else self.xp.ascontiguousarray(a)
+
+    @staticmethod
+    def _fits(*arrays: Any) -> bool:
+        """All C-contiguous, of one float dtype the kernels are compiled for."""
+        dtype = arrays[0].dtype
+        return str(dtype) in CUDA_SCALAR and all(a.flags.c_contiguous and a.dtype == dtype for a in arrays)
+
+    # ----- the Ops interface -----------------------------------------------------------
+    def affine_activate(self, X: Any, W: Any, b: Any, activation: str, out: Any = None) -> Any:
+        known = activation in CUDA_FORWARD or activation == "softmax"
+        if not known or (out is not None and not self._fits(out)):
+            return super().affine_activate(X, W, b, activation, out)
+        out = self.xp.matmul(X, W, out=out)
+        b = self._contiguous(b, out.dtype)
+        rows, cols = out.shape
+        i64 = self.xp.int64
+        if activation == "softmax":
+            self._rowwise("bias_softmax", out.dtype, rows, out, b, i64(rows), i64(cols))
+        else:
+            self._elementwise(f"bias_act_{activation}", out.dtype, out.size, out, b, i64(out.size), i64(cols))
+        return out
+
+    def backprop_activation(self, activation: str, Z: Any, D: Any, consume_z: bool = False) -> Any:
+        if activation not in CUDA_DERIVATIVE or not self._fits(D):
+            return super().backprop_activation(activation, Z, D, consume_z)
+        if activation != "identity":
+            Z = self._contiguous(Z, D.dtype)
+            self._elementwise(f"backprop_{activation}", D.dtype, D.size, D, Z, self.xp.int64(D.size))
+        return D
+
+    def output_delta(self, activation: str, loss: str, Y: Any, T: Any, scale: float, out: Any = None) -> Any:
+        known = loss in CUDA_LOSS and (activation in CUDA_DERIVATIVE or activation == "softmax")
+        if not known or Y.ndim != 2 or (out is not None and not self._fits(out, Y)):
+            return super().output_delta(activation, loss, Y, T, scale, out)
+        Y = self._contiguous(Y)
+        T = self._contiguous(T, Y.dtype)
+        if out is None:
+            out = self.xp.empty(Y.shape, dtype=Y.dtype)
+        s, i64 = Y.dtype.type(scale), self.xp.int64
+        name = f"delta_{activation}_{loss}"
+        if activation == "softmax" and (activation, loss) not in CANONICAL_PAIRS:
+            self._rowwise(name, Y.dtype, Y.shape[0], out, Y, T, s, i64(Y.shape[0]), i64(Y.shape[1]))
+        else:
+            self._elementwise(name, Y.dtype, Y.size, out, Y, T, s, i64(Y.size))
+        return out
+
+    def loss_sum(self, loss: str, Y: Any, T: Any) -> Any:
+        if loss not in CUDA_LOSS or str(Y.dtype) not in CUDA_SCALAR:
+            return super().loss_sum(loss, Y, T)
+        out = self.xp.empty((), dtype=Y.dtype)
+        self._loss(loss, Y, T, out, accumulate=False)
+        return out
+
+    def sum_rows(self, D: Any, out: Any = None) -> Any:
+        if D.ndim != 2 or str(D.dtype) not in CUDA_SCALAR or (out is not None and not self._fits(out, D)):
+            return super().sum_rows(D, out)
+        D = self._contiguous(D)
+        rows, cols = D.shape
+        if out is None:
+            out = self.xp.empty((cols,), dtype=D.dtype)
+        i64 = self.xp.int64
+        self._kernel("col_sum", D.dtype)((-(-cols // 32),), (32, 8), (D, out, i64(rows), i64(cols)))
+        return out
+
+    def add_scaled(self, y: Any, alpha: float, x: Any) -> Any:
+        if not self._fits(y, x):
+            return super().add_scaled(y, alpha, x)
+        self._elementwise("axpy", y.dtype, y.size, y, x, y.dtype.type(alpha), self.xp.int64(y.size))
+        return y
+
+    def sgd_update(self, p: Any, g: Any, v: Any, lr: float, momentum: float, nesterov: bool) -> None:
+        if not self._fits(p, g, *(() if v is None else (v,))):
+            return super().sgd_update(p, g, v, lr, momentum, nesterov)
+        s, n = p.dtype.type, self.xp.int64(p.size)
+        if v is None:
+            self._elementwise("sgd", p.dtype, p.size, p, g, s(lr), n)
+        else:
+            nest = self.xp.int32(bool(nesterov))
+            self._elementwise("sgd_momentum", p.dtype, p.size, p, g, v, s(lr), s(momentum), nest, n)
+
+    def adam_update(self, p: Any, g: Any, m: Any, v: Any, lr_t: float, beta1: float, beta2: float, eps: float) -> None:
+        if not self._fits(p, g, m, v):
+            return super().adam_update(p, g, m, v, lr_t, beta1, beta2, eps)
+        s = p.dtype.type
+        self._elementwise(
+            "adam", p.dtype, p.size, p, g, m, v, s(lr_t), s(beta1), s(1.0 - beta1), s(beta2), s(1.0 - beta2),
+            s(eps), self.xp.int64(p.size),
+        )
+
+    def clip_global_norm(self, grads: list[Any], max_norm: float) -> list[Any]:
+        if not all(self._fits(g) and g.dtype == grads[0].dtype for g in grads):
+            return super().clip_global_norm(grads, max_norm)
+        dtype, i64, blocks = grads[0].dtype, self.xp.int64, self._CLIP_BLOCKS
+        key = (str(dtype), len(grads))
+        if key not in self._clip_buffers:  # allocated on the first call, reused (fixed addresses) after;
+            # shared by every model of this dtype and depth: steps must not run concurrently from two threads
+            self._clip_buffers[key] = (
+                self.xp.empty((len(grads) * blocks,), dtype=dtype), self.xp.empty((1,), dtype=dtype),
+            )
+        partial, factor = self._clip_buffers[key]
+        sq_partial = self._kernel("sq_partial", dtype)
+        for j, g in enumerate(grads):
+            sq_partial((blocks,), (self._BLOCK,), (g, i64(g.size), partial[j * blocks:(j + 1) * blocks]))
+        clip_args = (partial, i64(partial.size), dtype.type(max_norm), factor)
+        self._kernel("clip_factor", dtype)((1,), (self._BLOCK,), clip_args)
+        for g in grads:
+            self._elementwise("scale_by", dtype, g.size, g, factor, i64(g.size))
+        return grads
+
+    # ----- device-resident counterparts, for captured steps (CUDA graphs) ------------------
+    def _loss(self, loss: str, Y: Any, T: Any, out: Any, accumulate: bool) -> None:
+        Y = self._contiguous(Y)
+        T = self._contiguous(T, Y.dtype)
+        args = (Y, T, self.xp.int64(Y.size), out, self.xp.int32(accumulate))
+        self._kernel(f"loss_{loss}", Y.dtype)((1,), (self._BLOCK,), args)
+
+    def add_loss_sum(self, loss: str, Y: Any, T: Any, total: Any) -> None:
+        """total += Σ_n ℓ(Ŷ_n, T_n), in place on the 0-d device array ``total``."""
+        self._loss(loss, Y, T, total, accumulate=True)
+
+    def gather_batch(self, X: Any, T: Any, perm: Any, step: Any, batch_size: int, X_out: Any, T_out: Any) -> None:
+        """Rows perm[step[0]·batch_size + r] of X and T into X_out and T_out.
+
+        ``step`` is a 1-element int32 device array and ``perm`` an int64 one, so the batch
+        offset is read on the device. All arrays must be C-contiguous, X and T of one dtype.
+        """
+        if not (self._fits(X, T, X_out, T_out) and perm.flags.c_contiguous):
+            raise ValueError("gather_batch needs C-contiguous arrays of one float dtype")
+        i64, rows = self.xp.int64, X_out.shape[0]
+        dx, dt = X.shape[1], T.shape[1]
+        self._elementwise(
+            "gather_batch", X.dtype, rows * (dx + dt), X, T, perm, step, i64(batch_size), i64(rows), i64(dx),
+            i64(dt), X_out, T_out,
+        )
+
+    def adam_update_scheduled(
+        self, p: Any, g: Any, m: Any, v: Any, lr_schedule: Any, step: Any, beta1: float, beta2: float, eps: float,
+    ) -> None:
+        """:meth:`adam_update` with η_t = lr_schedule[step[0]], both read on the device."""
+        s = p.dtype.type
+        self._elementwise(
+            "adam_scheduled", p.dtype, p.size, p, g, m, v, lr_schedule, step, s(beta1), s(1.0 - beta1), s(beta2),
+            s(1.0 - beta2), s(eps), self.xp.int64(p.size),
+        )
+
+    def advance(self, step: Any, dtype: Any) -> None:
+        """step[0] += 1 on the device; ``dtype`` names the compiled module to take the kernel from."""
+        self._kernel("advance", dtype)((1,), (1,), (step,))
+
+    def matmul_precision(self, allow_tf32: bool) -> _MatmulPrecision:
+        """Context in which float32 matmuls may use TF32 tensor cores (a no-op unless ``allow_tf32``)."""
+        return _MatmulPrecision(self.xp, allow_tf32)

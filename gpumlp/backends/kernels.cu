@@ -1,0 +1,228 @@
+/* gpumlp's CUDA kernels: the elementwise work of a training step (CupyOps, gpumlp/backends/cupy_ops.py).
+
+   Not compiled as it stands: gpumlp/backends/_cuda_source.py reads this file, expands it once per
+   dtype and hands the result to NVRTC (through cupy.RawModule, built with --fmad=false so updates
+   round as on the host). The GEMMs stay on cuBLAS. Indices are 64-bit; kernels expect C-contiguous
+   arrays.
+
+   Layout: only the text between a "//@begin NAME" line and its "//@end NAME" line is used.
+   - common         once: typedefs, helpers and every kernel that does not depend on an activation or loss
+   - activation     once per activation of the CUDA table (relu, tanh, sigmoid, identity)
+   - loss_sum       once per loss
+   - delta          once per (output activation, loss), softmax included where D = (Y - T) * scale
+   - softmax_delta  once per loss whose softmax delta is not (Y - T) * scale
+   Placeholders, filled by _cuda_source.py (an unknown one is an error there):
+   {{SCALAR}} float or double; {{NEG_INF}}, {{EPS}} -inf and machine epsilon of that dtype;
+   {{ACT}} activation name; {{FORWARD}} g(a); {{DERIVATIVE}} g'(a) from z = g(a);
+   {{LOSS}} loss name; {{TERM}} per-element loss term; {{FACTOR}} factor applied to its sum;
+   {{DELTA}} output delta of one element; {{GRAD}} d loss / d Y. In expressions y is Y, t the
+   target, yc Y clipped to [EPS, 1 - EPS].
+*/
+
+//@begin common
+typedef {{SCALAR}} T;
+#define NEG_INF {{NEG_INF}}
+#define EPS ((T){{EPS}})
+#define GRID_STRIDE(i, n) \
+    for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < (n); \
+         i += (long long)blockDim.x * gridDim.x)
+#define WARP_ROW(rows) \
+    const long long row = ((long long)blockIdx.x * blockDim.x + threadIdx.x) >> 5; \
+    const int lane = threadIdx.x & 31; \
+    if (row >= (rows)) return;
+
+/* Ŷ clipped to [ε, 1 − ε]; NaN passes through. */
+__device__ __forceinline__ T clip01(T y) { return y < EPS ? EPS : (y > (T)1 - EPS ? (T)1 - EPS : y); }
+__device__ __forceinline__ T warp_sum(T s) {
+    for (int o = 16; o > 0; o >>= 1) s += __shfl_xor_sync(0xffffffffu, s, o);
+    return s;
+}
+__device__ __forceinline__ T warp_max(T m) {
+    for (int o = 16; o > 0; o >>= 1) { T x = __shfl_xor_sync(0xffffffffu, m, o); m = x > m ? x : m; }
+    return m;
+}
+/* Sum of a 256-thread block, deterministic; the result is valid in thread 0. */
+__device__ __forceinline__ T block_sum_256(T s) {
+    __shared__ T part[256];
+    part[threadIdx.x] = s;
+    __syncthreads();
+    for (int w = 128; w > 0; w >>= 1) {
+        if (threadIdx.x < w) part[threadIdx.x] += part[threadIdx.x + w];
+        __syncthreads();
+    }
+    return part[0];
+}
+
+/* Z = softmax(Z + b) row by row, one warp per row (the row max is subtracted first). */
+extern "C" __global__ void bias_softmax(T* z, const T* b, long long rows, long long cols) {
+    WARP_ROW(rows)
+    T* zr = z + row * cols;
+    T m = NEG_INF;
+    for (long long j = lane; j < cols; j += 32) { T a = zr[j] + b[j]; zr[j] = a; m = a > m ? a : m; }
+    m = warp_max(m);
+    T s = 0;
+    for (long long j = lane; j < cols; j += 32) { T e = exp(zr[j] - m); zr[j] = e; s += e; }
+    s = warp_sum(s);
+    for (long long j = lane; j < cols; j += 32) zr[j] = zr[j] / s;
+}
+
+/* Column sums of D (rows, cols): the bias gradient. Block (32, 8), one column per x-thread. */
+extern "C" __global__ void col_sum(const T* d, T* out, long long rows, long long cols) {
+    __shared__ T part[8][33];
+    const long long c = (long long)blockIdx.x * 32 + threadIdx.x;
+    T s = 0;
+    if (c < cols)
+        for (long long r = threadIdx.y; r < rows; r += 8) s += d[r * cols + c];
+    part[threadIdx.y][threadIdx.x] = s;
+    __syncthreads();
+    if (threadIdx.y == 0 && c < cols) {
+        T acc = part[0][threadIdx.x];
+        for (int k = 1; k < 8; ++k) acc += part[k][threadIdx.x];
+        out[c] = acc;
+    }
+}
+
+/* y += alpha x */
+extern "C" __global__ void axpy(T* y, const T* x, T alpha, long long n) {
+    GRID_STRIDE(i, n) y[i] = y[i] + alpha * x[i];
+}
+
+/* p ← p − η g */
+extern "C" __global__ void sgd(T* p, const T* g, T lr, long long n) {
+    GRID_STRIDE(i, n) p[i] = p[i] + (-lr) * g[i];
+}
+
+/* v ← μ v − η g ; p ← p + v   (Nesterov: p ← p + μ v − η g) */
+extern "C" __global__ void sgd_momentum(T* p, const T* g, T* v, T lr, T mu, int nesterov, long long n) {
+    GRID_STRIDE(i, n) {
+        const T step = g[i] * (-lr);
+        const T vn = v[i] * mu + step;
+        v[i] = vn;
+        p[i] = p[i] + (nesterov ? step + mu * vn : vn);
+    }
+}
+
+__device__ __forceinline__ void adam_one(T* p, const T* g, T* m, T* v, T lr, T b1, T omb1, T b2, T omb2,
+                                         T eps, long long i) {
+    const T gi = g[i];
+    const T mi = m[i] * b1 + omb1 * gi;
+    const T vi = v[i] * b2 + (gi * gi) * omb2;
+    m[i] = mi;
+    v[i] = vi;
+    p[i] = p[i] + (mi / (sqrt(vi) + eps)) * (-lr);
+}
+
+/* m ← β1 m + (1−β1) g ; v ← β2 v + (1−β2) g² ; p ← p − η_t m / (√v + ε) */
+extern "C" __global__ void adam(T* p, const T* g, T* m, T* v, T lr, T b1, T omb1, T b2, T omb2, T eps,
+                                long long n) {
+    GRID_STRIDE(i, n) adam_one(p, g, m, v, lr, b1, omb1, b2, omb2, eps, i);
+}
+
+/* Adam with η_t read from lr_schedule[step]: the step size lives on the device (CUDA graphs). */
+extern "C" __global__ void adam_scheduled(T* p, const T* g, T* m, T* v, const T* lr_schedule, const int* step,
+                                          T b1, T omb1, T b2, T omb2, T eps, long long n) {
+    const T lr = lr_schedule[step[0]];
+    GRID_STRIDE(i, n) adam_one(p, g, m, v, lr, b1, omb1, b2, omb2, eps, i);
+}
+
+/* Batch number step[0]: rows perm[step·batch_size + r] of X (n, dx) and of the targets (n, dt). */
+extern "C" __global__ void gather_batch(const T* x, const T* tg, const long long* perm, const int* step,
+                                        long long batch_size, long long rows, long long dx, long long dt,
+                                        T* x_out, T* t_out) {
+    const long long start = (long long)step[0] * batch_size;
+    const long long width = dx + dt;
+    GRID_STRIDE(i, rows * width) {
+        const long long r = i / width, c = i - r * width;
+        const long long src = perm[start + r];
+        if (c < dx) x_out[r * dx + c] = x[src * dx + c];
+        else t_out[r * dt + (c - dx)] = tg[src * dt + (c - dx)];
+    }
+}
+
+/* partial[blockIdx.x] = Σ g_i² over this block's share of g (launched with a fixed grid). */
+extern "C" __global__ void sq_partial(const T* g, long long n, T* partial) {
+    T s = 0;
+    GRID_STRIDE(i, n) { const T x = g[i]; s += x * x; }
+    s = block_sum_256(s);
+    if (threadIdx.x == 0) partial[blockIdx.x] = s;
+}
+
+/* scale[0] = c / max(‖g‖, c) = min(1, c/‖g‖), ‖g‖² the sum of the partials; NaN stays NaN. */
+extern "C" __global__ void clip_factor(const T* partial, long long count, T max_norm, T* scale) {
+    T s = 0;
+    for (long long i = threadIdx.x; i < count; i += blockDim.x) s += partial[i];
+    s = block_sum_256(s);
+    if (threadIdx.x == 0) {
+        const T norm = sqrt(s);
+        scale[0] = max_norm / ((norm != norm || norm > max_norm) ? norm : max_norm);
+    }
+}
+
+/* x ← x · scale[0] */
+extern "C" __global__ void scale_by(T* x, const T* scale, long long n) {
+    const T s = scale[0];
+    GRID_STRIDE(i, n) x[i] = x[i] * s;
+}
+
+/* step[0] += 1: the batch counter of a captured epoch. */
+extern "C" __global__ void advance(int* step) { step[0] += 1; }
+//@end common
+
+//@begin activation
+__device__ __forceinline__ T act_{{ACT}}(T a) { return {{FORWARD}}; }
+__device__ __forceinline__ T dact_{{ACT}}(T z) { return {{DERIVATIVE}}; }
+/* Z = g(Z + b) in place. */
+extern "C" __global__ void bias_act_{{ACT}}(T* z, const T* b, long long n, long long cols) {
+    GRID_STRIDE(i, n) z[i] = act_{{ACT}}(z[i] + b[i % cols]);
+}
+/* D ← D ⊙ g'(A), from the layer output Z. */
+extern "C" __global__ void backprop_{{ACT}}(T* d, const T* z, long long n) {
+    GRID_STRIDE(i, n) d[i] = d[i] * dact_{{ACT}}(z[i]);
+}
+//@end activation
+
+//@begin loss_sum
+/* out = factor · Σ term(Ŷ, T) (accumulate: out += ...). One block of 256 threads: deterministic. */
+extern "C" __global__ void loss_{{LOSS}}(const T* ys, const T* ts, long long n, T* out, int accumulate) {
+    T s = 0;
+    for (long long i = threadIdx.x; i < n; i += blockDim.x) {
+        const T y = ys[i], t = ts[i], yc = clip01(y);
+        s += {{TERM}};
+    }
+    s = block_sum_256(s);
+    if (threadIdx.x == 0) {
+        const T v = {{FACTOR}} * s;
+        out[0] = accumulate ? out[0] + v : v;
+    }
+}
+//@end loss_sum
+
+//@begin delta
+/* Output delta D = ∂E/∂A_L for output {{ACT}} with loss {{LOSS}}. */
+extern "C" __global__ void delta_{{ACT}}_{{LOSS}}(T* d, const T* ys, const T* ts, T scale, long long n) {
+    GRID_STRIDE(i, n) {
+        const T y = ys[i], t = ts[i], yc = clip01(y);
+        d[i] = {{DELTA}};
+    }
+}
+//@end delta
+
+//@begin softmax_delta
+/* Softmax output with loss {{LOSS}}: D = Ŷ ⊙ (G − Σ_k G_k Ŷ_k) row by row, G = scale · ∂ℓ/∂Ŷ. */
+extern "C" __global__ void delta_softmax_{{LOSS}}(T* d, const T* ys, const T* ts, T scale, long long rows,
+                                                long long cols) {
+    WARP_ROW(rows)
+    const T* yr = ys + row * cols;
+    const T* tr = ts + row * cols;
+    T* dr = d + row * cols;
+    T dot = 0;
+    for (long long j = lane; j < cols; j += 32) {
+        const T y = yr[j], t = tr[j], yc = clip01(y);
+        const T g = ({{GRAD}}) * scale;
+        dr[j] = g;
+        dot += g * y;
+    }
+    dot = warp_sum(dot);
+    for (long long j = lane; j < cols; j += 32) dr[j] = yr[j] * (dr[j] - dot);
+}
+//@end softmax_delta
