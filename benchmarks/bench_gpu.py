@@ -27,12 +27,11 @@ import re
 import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))                   # common
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # common
 sys.path.insert(1, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # gpumlp (checkout)
 
-import numpy as np  # noqa: E402
-
 import common  # noqa: E402
+import numpy as np  # noqa: E402
 from common import CONFIGS, QUICK_SAMPLES, Config  # noqa: E402
 
 GPU_CONFIGS = {**CONFIGS, "big": Config("big", (4096, 4096, 4096, 10), 1024, 16384)}
@@ -41,8 +40,12 @@ IMPLS = ("floor", "gpumlp", "gpumlp-graph", "torch")
 LR = 0.01
 MARK_BEGIN, MARK_END = "<!-- bench_gpu:begin -->", "<!-- bench_gpu:end -->"
 # Issue targets (benchmark figures on an H100-class GPU, never asserted in tests).
-TARGETS = [("mnist", "gpumlp-graph", "torch", 2.0), ("wide", "gpumlp-graph", "floor", 0.8),
-           ("big", "gpumlp-graph", "floor", 0.8), ("tiny", "gpumlp-graph", "torch", 5.0)]
+TARGETS = [
+    ("mnist", "gpumlp-graph", "torch", 2.0),
+    ("wide", "gpumlp-graph", "floor", 0.8),
+    ("big", "gpumlp-graph", "floor", 0.8),
+    ("tiny", "gpumlp-graph", "torch", 5.0),
+]
 
 
 class Unavailable(Exception):
@@ -61,7 +64,7 @@ class TF32:
     def __init__(self, on: bool) -> None:
         self.on = on
 
-    def __enter__(self) -> "TF32":
+    def __enter__(self) -> TF32:
         if self.on:
             import cupy
 
@@ -100,6 +103,7 @@ def sgemm_peak(tf32: bool = False, n: int = 8192, repeats: int = 5) -> float:
 # --------------------------------------------------------------------------- implementations
 # timed(cfg, X, y, repeats, tf32) -> (epoch seconds list, note)
 
+
 def timed_floor(cfg: Config, X, y, repeats: int, tf32: bool):
     import cupy
 
@@ -114,8 +118,9 @@ def _timed_gpumlp(cfg: Config, X, y, repeats: int, tf32: bool, cuda_graph: bool)
 
     import gpumlp as gm
 
-    model = gm.MLP(list(cfg.sizes), hidden_activation="relu", output_activation="softmax",
-                   dtype="float32", backend="cupy", seed=0)
+    model = gm.MLP(
+        list(cfg.sizes), hidden_activation="relu", output_activation="softmax", dtype="float32", backend="cupy", seed=0
+    )
     Xd, yd = cupy.asarray(X), cupy.asarray(y)
     stamps: list[float] = []
 
@@ -124,8 +129,20 @@ def _timed_gpumlp(cfg: Config, X, y, repeats: int, tf32: bool, cuda_graph: bool)
 
     device_sync()
     stamps.append(time.perf_counter())
-    model.fit(Xd, yd, loss="cross_entropy", optimizer="sgd", lr=LR, epochs=1 + repeats, batch_size=cfg.batch_size,
-              shuffle=True, seed=0, callbacks=[stamp], cuda_graph=cuda_graph, allow_tf32=tf32)
+    model.fit(
+        Xd,
+        yd,
+        loss="cross_entropy",
+        optimizer="sgd",
+        lr=LR,
+        epochs=1 + repeats,
+        batch_size=cfg.batch_size,
+        shuffle=True,
+        seed=0,
+        callbacks=[stamp],
+        cuda_graph=cuda_graph,
+        allow_tf32=tf32,
+    )
     times = list(np.diff(stamps))[1:]  # the first epoch compiles kernels and captures graphs
     return times, f"gpumlp {gm.__version__}, fit on device arrays" + (", CUDA graphs" if cuda_graph else "")
 
@@ -166,7 +183,7 @@ def timed_torch(cfg: Config, X, y, repeats: int, tf32: bool):
         perm = torch.randperm(n, generator=gen).to(dev)  # drawn on the host, uploaded once, like gpumlp
         total = torch.zeros((), device=dev)
         for start in range(0, n, B):
-            idx = perm[start:start + B]
+            idx = perm[start : start + B]
             opt.zero_grad(set_to_none=True)
             loss = criterion(model(Xt[idx]), yt[idx])
             loss.backward()
@@ -184,15 +201,18 @@ TIMED = {"floor": timed_floor, "gpumlp": timed_gpumlp, "gpumlp-graph": timed_gpu
 
 # --------------------------------------------------------------------------- driver
 
+
 def device_lines() -> list[str]:
     import gpumlp as gm
 
     info = gm.backend_info("cupy")
-    lines = [f"date: {time.strftime('%Y-%m-%d %H:%M:%S %Z')}",
-             f"device: {info.get('device')} (compute capability {info.get('compute_capability')}, "
-             f"{info.get('memory_total_gib')} GiB), CUDA runtime {info.get('cuda_runtime')}, CuPy {info.get('cupy')}",
-             f"host: {platform.processor() or platform.machine()}, {os.cpu_count()} logical CPUs; "
-             f"python {platform.python_version()}, numpy {np.__version__}"]
+    lines = [
+        f"date: {time.strftime('%Y-%m-%d %H:%M:%S %Z')}",
+        f"device: {info.get('device')} (compute capability {info.get('compute_capability')}, "
+        f"{info.get('memory_total_gib')} GiB), CUDA runtime {info.get('cuda_runtime')}, CuPy {info.get('cupy')}",
+        f"host: {platform.processor() or platform.machine()}, {os.cpu_count()} logical CPUs; "
+        f"python {platform.python_version()}, numpy {np.__version__}",
+    ]
     try:
         import torch
 
@@ -219,9 +239,12 @@ def run_config(cfg: Config, impls, repeats: int, tf32: bool, verbose: bool) -> l
     flops = common.gemm_flops_per_epoch(cfg)
     for r in rows:
         if r.get("epoch_s"):
-            r.update(samples_per_s=cfg.n_samples / r["epoch_s"], runs=len(r["times_s"]),
-                     ratio=floor_s / r["epoch_s"] if floor_s else float("nan"),
-                     gemm_tflops=flops / r["epoch_s"] / 1e12)
+            r.update(
+                samples_per_s=cfg.n_samples / r["epoch_s"],
+                runs=len(r["times_s"]),
+                ratio=floor_s / r["epoch_s"] if floor_s else float("nan"),
+                gemm_tflops=flops / r["epoch_s"] / 1e12,
+            )
             r["note"] += f"; {r['gemm_tflops']:.2f} GEMM TFLOP/s"
             if tf32:
                 r["impl"] += " tf32"
@@ -235,7 +258,9 @@ def target_lines(rows: list[dict]) -> list[str]:
         a, b = get.get((cfg, impl)), get.get((cfg, ref))
         if a and b:
             value = a["samples_per_s"] / b["samples_per_s"]
-            out.append(f"{cfg:<5} {impl} / {ref}: {value:.2f} (target >= {goal}) {'met' if value >= goal else 'MISSED'}")
+            out.append(
+                f"{cfg:<5} {impl} / {ref}: {value:.2f} (target >= {goal}) {'met' if value >= goal else 'MISSED'}"
+            )
     return out
 
 
@@ -283,36 +308,56 @@ def main(argv=None) -> int:
 
     rows: list[dict] = []
     for cfg in configs:
-        print(f"\n== {cfg.name}: {'-'.join(map(str, cfg.sizes))}, batch {cfg.batch_size}, {cfg.n_samples} samples, "
-              f"{cfg.n_steps} steps/epoch; median of {repeats} epochs after 1 warm-up", flush=True)
-        for tf32 in ([False, True] if args.tf32 else [False]):
+        print(
+            f"\n== {cfg.name}: {'-'.join(map(str, cfg.sizes))}, batch {cfg.batch_size}, {cfg.n_samples} samples, "
+            f"{cfg.n_steps} steps/epoch; median of {repeats} epochs after 1 warm-up",
+            flush=True,
+        )
+        for tf32 in [False, True] if args.tf32 else [False]:
             cfg_rows = run_config(cfg, impls, repeats, tf32, args.verbose)
             for r in cfg_rows:
                 if r.get("samples_per_s"):
-                    print(f"  {r['impl']:<18} {r['samples_per_s']:>13,.0f} samples/s  {r['ratio']:.3f} x floor  "
-                          f"{r['gemm_tflops']:.2f} TFLOP/s ({r['gemm_tflops'] / peak:.0%} of peak)", flush=True)
+                    print(
+                        f"  {r['impl']:<18} {r['samples_per_s']:>13,.0f} samples/s  {r['ratio']:.3f} x floor  "
+                        f"{r['gemm_tflops']:.2f} TFLOP/s ({r['gemm_tflops'] / peak:.0%} of peak)",
+                        flush=True,
+                    )
                 else:
                     print(f"  {r['impl']:<18} skipped: {r['note']}", flush=True)
             rows.extend(cfg_rows)
 
     targets = target_lines(rows)
     cmd = "python benchmarks/bench_gpu.py " + " ".join(sys.argv[1:] if argv is None else argv)
-    text = "\n".join([
-        "## GPU training benchmark", "",
-        f"`{cmd.strip()}`: one epoch, float32, SGD lr {LR}, softmax + cross-entropy; samples/s of the median epoch.",
-        "", *[f"- {line}" for line in header], "",
-        common.format_table(rows), "",
-        "GEMM TFLOP/s counts the floor's matrix products per epoch over each implementation's epoch time.", "",
-        "Targets (benchmark figures, not asserted):", "", *[f"- {t}" for t in targets],
-    ])
+    text = "\n".join(
+        [
+            "## GPU training benchmark",
+            "",
+            f"`{cmd.strip()}`: one epoch, float32, SGD lr {LR}, softmax + cross-entropy; "
+            "samples/s of the median epoch.",
+            "",
+            *[f"- {line}" for line in header],
+            "",
+            common.format_table(rows),
+            "",
+            "GEMM TFLOP/s counts the floor's matrix products per epoch over each implementation's epoch time.",
+            "",
+            "Targets (benchmark figures, not asserted):",
+            "",
+            *[f"- {t}" for t in targets],
+        ]
+    )
     print("\n" + text)
     if args.markdown:
         write_markdown(args.markdown, text)
         print(f"\nwritten to {args.markdown}")
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"header": header, "peak_tflops": peak, "rows": rows, "targets": targets, "argv": sys.argv[1:]},
-                      f, indent=2, default=str)
+            json.dump(
+                {"header": header, "peak_tflops": peak, "rows": rows, "targets": targets, "argv": sys.argv[1:]},
+                f,
+                indent=2,
+                default=str,
+            )
     return 0
 
 

@@ -37,12 +37,11 @@ if "--keep-openblas-env" not in sys.argv:
 for _item in filter(None, os.environ.pop("GPUMLP_BENCH_UNSET", "").split(";")):
     _REMOVED_ENV.setdefault(*_item.split("=", 1))
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))                   # common
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # common
 sys.path.insert(1, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # gpumlp (checkout)
 
-import numpy as np  # noqa: E402
-
 import common  # noqa: E402
+import numpy as np  # noqa: E402
 from common import CONFIGS, QUICK_SAMPLES, Config  # noqa: E402
 
 IMPLS = ("floor", "gpumlp", "torch", "sklearn")
@@ -56,6 +55,7 @@ class Unavailable(Exception):
 # --------------------------------------------------------------------------- implementations
 # Each setup_* returns run_epoch() (one epoch over X, y) and a note for the table.
 
+
 def setup_floor(cfg: Config, X, y, seed):
     return common.gemm_floor(cfg, np, "float32", seed), "matmul only, out= buffers"
 
@@ -63,15 +63,21 @@ def setup_floor(cfg: Config, X, y, seed):
 def setup_gpumlp(cfg: Config, X, y, seed):
     try:
         import gpumlp as gm
-        gm.MLP
+
+        _ = gm.MLP
     except (ImportError, AttributeError) as e:
         raise Unavailable(f"gpumlp not importable: {e}") from e
-    model = gm.MLP(list(cfg.sizes), hidden_activation="relu", output_activation="softmax",
-                   dtype="float32", backend="numpy", seed=seed)
+    model = gm.MLP(
+        list(cfg.sizes),
+        hidden_activation="relu",
+        output_activation="softmax",
+        dtype="float32",
+        backend="numpy",
+        seed=seed,
+    )
 
     def run_epoch():
-        model.fit(X, y, loss="cross_entropy", optimizer="sgd", lr=LR, epochs=1,
-                  batch_size=cfg.batch_size, shuffle=True)
+        model.fit(X, y, loss="cross_entropy", optimizer="sgd", lr=LR, epochs=1, batch_size=cfg.batch_size, shuffle=True)
 
     return run_epoch, f"gpumlp {getattr(gm, '__version__', '?')}, backend numpy"
 
@@ -100,7 +106,7 @@ def setup_torch(cfg: Config, X, y, seed):
         perm = torch.randperm(n, generator=gen)
         total = torch.zeros(())
         for start in range(0, n, B):
-            idx = perm[start:start + B]
+            idx = perm[start : start + B]
             xb, yb = Xt[idx], yt[idx]
             opt.zero_grad(set_to_none=True)
             loss = criterion(model(xb), yb)
@@ -118,9 +124,18 @@ def setup_sklearn(cfg: Config, X, y, seed):
         from sklearn.neural_network import MLPClassifier
     except ImportError as e:
         raise Unavailable("scikit-learn not installed (the bench extra)") from e
-    clf = MLPClassifier(hidden_layer_sizes=cfg.sizes[1:-1], activation="relu", solver="sgd",
-                        learning_rate_init=LR, momentum=0.0, nesterovs_momentum=False, alpha=0.0,
-                        batch_size=cfg.batch_size, shuffle=True, random_state=seed)
+    clf = MLPClassifier(
+        hidden_layer_sizes=cfg.sizes[1:-1],
+        activation="relu",
+        solver="sgd",
+        learning_rate_init=LR,
+        momentum=0.0,
+        nesterovs_momentum=False,
+        alpha=0.0,
+        batch_size=cfg.batch_size,
+        shuffle=True,
+        random_state=seed,
+    )
     classes = np.arange(cfg.n_classes)
 
     def run_epoch():
@@ -132,11 +147,11 @@ def setup_sklearn(cfg: Config, X, y, seed):
     return run_epoch, note
 
 
-SETUPS = {"floor": setup_floor, "gpumlp": setup_gpumlp, "torch": setup_torch,
-          "sklearn": setup_sklearn}
+SETUPS = {"floor": setup_floor, "gpumlp": setup_gpumlp, "torch": setup_torch, "sklearn": setup_sklearn}
 
 
 # --------------------------------------------------------------------------- memory (subprocess)
+
 
 def memory_child(impl: str, cfg: Config, seed: int) -> dict:
     """Run in a fresh process: the peak RSS of one training epoch on top of the interpreter,
@@ -153,6 +168,7 @@ def memory_child(impl: str, cfg: Config, seed: int) -> dict:
     del a, b
     if impl == "torch":
         import torch  # noqa: F401  (import cost is not the epoch's)
+
         torch.ones(cfg.batch_size, cfg.sizes[0]) @ torch.ones(cfg.sizes[0], cfg.sizes[1])
     elif impl == "gpumlp":
         import gpumlp  # noqa: F401
@@ -169,25 +185,47 @@ def memory_child(impl: str, cfg: Config, seed: int) -> dict:
     acts = common.activation_bytes(cfg.sizes, cfg.batch_size, itemsize)
     budget = params + optimizer_state + acts
     used = (peak - base) * 1024
-    out = {"impl": impl, "config": cfg.name, "base_rss_mib": base / 1024, "build_peak_mib": build_peak / 1024,
-           "peak_rss_mib": peak / 1024, "epoch_mib": used / 2**20,
-           "params_mib": params / 2**20, "optimizer_state_mib": optimizer_state / 2**20,
-           "activations_mib": acts / 2**20, "budget_mib": budget / 2**20,
-           "ratio": used / budget, "peak_reset": resettable}
+    out = {
+        "impl": impl,
+        "config": cfg.name,
+        "base_rss_mib": base / 1024,
+        "build_peak_mib": build_peak / 1024,
+        "peak_rss_mib": peak / 1024,
+        "epoch_mib": used / 2**20,
+        "params_mib": params / 2**20,
+        "optimizer_state_mib": optimizer_state / 2**20,
+        "activations_mib": acts / 2**20,
+        "budget_mib": budget / 2**20,
+        "ratio": used / budget,
+        "peak_reset": resettable,
+    }
     if impl == "gpumlp":
         # What the figure is made of: fit keeps a copy of the weights and optimizer state of the
         # last good epoch (to roll back a divergence or Ctrl-C), and the backward pass keeps one
         # delta per layer next to the activations.
         rollback = params + optimizer_state
         deltas = itemsize * cfg.batch_size * sum(cfg.sizes[1:])
-        out.update(rollback_copy_mib=rollback / 2**20, deltas_mib=deltas / 2**20,
-                   ratio_without_rollback=(used - rollback) / budget)
+        out.update(
+            rollback_copy_mib=rollback / 2**20,
+            deltas_mib=deltas / 2**20,
+            ratio_without_rollback=(used - rollback) / budget,
+        )
     return out
 
 
 def measure_memory(impl: str, cfg: Config, seed: int) -> dict:
-    cmd = [sys.executable, os.path.abspath(__file__), "--memory-child", impl,
-           "--mem-samples", str(cfg.n_samples), "--configs", cfg.name, "--seed", str(seed)]
+    cmd = [
+        sys.executable,
+        os.path.abspath(__file__),
+        "--memory-child",
+        impl,
+        "--mem-samples",
+        str(cfg.n_samples),
+        "--configs",
+        cfg.name,
+        "--seed",
+        str(seed),
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True, env=os.environ.copy())
     if proc.returncode != 0:
         tail = (proc.stderr.strip().splitlines() or ["?"])[-1]
@@ -196,6 +234,7 @@ def measure_memory(impl: str, cfg: Config, seed: int) -> dict:
 
 
 # --------------------------------------------------------------------------- driver
+
 
 def machine_lines() -> list[str]:
     cpu = platform.processor() or "?"
@@ -207,10 +246,12 @@ def machine_lines() -> list[str]:
                     break
     except OSError:
         pass
-    return [f"date: {time.strftime('%Y-%m-%d %H:%M:%S %Z')}",
-            f"machine: {cpu}, {os.cpu_count()} logical CPUs, {platform.system()} {platform.release()}",
-            f"python {platform.python_version()}, numpy {np.__version__}",
-            f"load average at start: {load_average()}"]
+    return [
+        f"date: {time.strftime('%Y-%m-%d %H:%M:%S %Z')}",
+        f"machine: {cpu}, {os.cpu_count()} logical CPUs, {platform.system()} {platform.release()}",
+        f"python {platform.python_version()}, numpy {np.__version__}",
+        f"load average at start: {load_average()}",
+    ]
 
 
 def load_average() -> str:
@@ -234,10 +275,19 @@ def run_config(cfg: Config, impls, repeats, warmup, seed, verbose) -> list[dict]
     floor_s = common.median(times["floor"]) if "floor" in times else None
     for impl, ts in times.items():
         med = common.median(ts)
-        rows.append({"config": cfg.name, "impl": impl, "epoch_s": med, "best_s": min(ts),
-                     "samples_per_s": cfg.n_samples / med,
-                     "ratio": (floor_s / med) if floor_s else float("nan"),
-                     "runs": len(ts), "times_s": ts, "note": notes[impl]})
+        rows.append(
+            {
+                "config": cfg.name,
+                "impl": impl,
+                "epoch_s": med,
+                "best_s": min(ts),
+                "samples_per_s": cfg.n_samples / med,
+                "ratio": (floor_s / med) if floor_s else float("nan"),
+                "runs": len(ts),
+                "times_s": ts,
+                "note": notes[impl],
+            }
+        )
     order = {name: i for i, name in enumerate(IMPLS)}
     rows.sort(key=lambda r: order[r["impl"]])
     if "floor" in times:
@@ -283,12 +333,14 @@ def memory_lines(memory: list[dict]) -> list[str]:
             f"model {m['base_rss_mib']:.1f} MiB -> parameters + epoch {m['epoch_mib']:.1f} MiB; budget "
             f"(params {m['params_mib']:.1f} + optimizer state {m['optimizer_state_mib']:.1f} + one "
             f"batch of activations {m['activations_mib']:.1f}) = {m['budget_mib']:.1f} MiB; "
-            f"ratio {m['ratio']:.2f}" + ("" if m["peak_reset"] else " (peak not resettable)"))
+            f"ratio {m['ratio']:.2f}" + ("" if m["peak_reset"] else " (peak not resettable)")
+        )
         if "rollback_copy_mib" in m:
             out.append(
                 f"  of which fit's rollback copy of the last good epoch {m['rollback_copy_mib']:.1f} MiB and "
                 f"the deltas {m['deltas_mib']:.1f} MiB; without the rollback copy the ratio is "
-                f"{m['ratio_without_rollback']:.2f}")
+                f"{m['ratio_without_rollback']:.2f}"
+            )
     return out
 
 
@@ -297,16 +349,23 @@ def parse_args(argv=None):
     p.add_argument("--configs", default=",".join(CONFIGS), help="comma list of " + ", ".join(CONFIGS))
     p.add_argument("--impls", default=",".join(IMPLS), help="comma list of " + ", ".join(IMPLS))
     p.add_argument("--repeats", type=int, default=None, help="timed epochs each (default 7; --quick 2)")
-    p.add_argument("--tiny-repeats", type=int, default=None,
-                   help="timed epochs for tiny (default 3x --repeats: its epochs are short)")
+    p.add_argument(
+        "--tiny-repeats",
+        type=int,
+        default=None,
+        help="timed epochs for tiny (default 3x --repeats: its epochs are short)",
+    )
     p.add_argument("--warmup", type=int, default=1, help="untimed epochs first (default 1)")
     p.add_argument("--quick", action="store_true", help="fewer samples and repeats: a smoke run")
     p.add_argument("--no-memory", action="store_true", help="skip the peak-RSS measurement")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", metavar="PATH", help="also write all results as JSON")
     p.add_argument("--verbose", "-v", action="store_true", help="print every timed epoch")
-    p.add_argument("--keep-openblas-env", action="store_true",
-                   help="keep OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE (default: removed for this process)")
+    p.add_argument(
+        "--keep-openblas-env",
+        action="store_true",
+        help="keep OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE (default: removed for this process)",
+    )
     p.add_argument("--memory-child", metavar="IMPL", help=argparse.SUPPRESS)
     p.add_argument("--mem-samples", type=int, help=argparse.SUPPRESS)
     return p.parse_args(argv)
@@ -330,25 +389,32 @@ def main(argv=None) -> int:
 
     header = machine_lines()
     if _REMOVED_ENV:
-        header.append("removed for this benchmark process only: " + ", ".join(
-            f"{k}={v}" for k, v in _REMOVED_ENV.items()))
+        header.append(
+            "removed for this benchmark process only: " + ", ".join(f"{k}={v}" for k, v in _REMOVED_ENV.items())
+        )
     else:
         kept = [f"{k}={os.environ[k]}" for k in common.OPENBLAS_VARS if k in os.environ]
-        header.append("OpenBLAS environment: " + (", ".join(kept) if kept else
-                                                  "OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE not set"))
+        header.append(
+            "OpenBLAS environment: " + (", ".join(kept) if kept else "OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE not set")
+        )
     print("\n".join(header), flush=True)
 
     rows: list[dict] = []
     for cfg in configs:
         r = tiny_repeats if cfg.name == "tiny" else repeats
-        print(f"\n== {cfg.name}: {'-'.join(map(str, cfg.sizes))}, batch {cfg.batch_size}, "
-              f"{cfg.n_samples} samples, {cfg.n_steps} steps/epoch; median of {r} epochs "
-              f"after {args.warmup} warmup", flush=True)
+        print(
+            f"\n== {cfg.name}: {'-'.join(map(str, cfg.sizes))}, batch {cfg.batch_size}, "
+            f"{cfg.n_samples} samples, {cfg.n_steps} steps/epoch; median of {r} epochs "
+            f"after {args.warmup} warmup",
+            flush=True,
+        )
         cfg_rows = run_config(cfg, impls, r, args.warmup, args.seed, args.verbose)
         for row in cfg_rows:
             if row.get("samples_per_s"):
-                print(f"  {row['impl']:<8} {row['samples_per_s']:>12,.0f} samples/s  "
-                      f"{row['ratio']:.3f} x floor", flush=True)
+                print(
+                    f"  {row['impl']:<8} {row['samples_per_s']:>12,.0f} samples/s  {row['ratio']:.3f} x floor",
+                    flush=True,
+                )
             else:
                 print(f"  {row['impl']:<8} skipped: {row['note']}", flush=True)
         rows.extend(cfg_rows)
@@ -381,9 +447,22 @@ def main(argv=None) -> int:
 
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"header": header, "blas": blas, "rows": rows, "memory": memory,
-                       "targets": targets, "repeats": repeats, "tiny_repeats": tiny_repeats,
-                       "quick": args.quick, "argv": sys.argv[1:]}, f, indent=2, default=str)
+            json.dump(
+                {
+                    "header": header,
+                    "blas": blas,
+                    "rows": rows,
+                    "memory": memory,
+                    "targets": targets,
+                    "repeats": repeats,
+                    "tiny_repeats": tiny_repeats,
+                    "quick": args.quick,
+                    "argv": sys.argv[1:],
+                },
+                f,
+                indent=2,
+                default=str,
+            )
         print(f"\nJSON written to {args.json}")
     return 0
 

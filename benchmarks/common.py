@@ -10,8 +10,8 @@ import math
 import os
 import statistics
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Sequence
 
 import numpy as np
 
@@ -35,7 +35,7 @@ class Config:
     def n_steps(self) -> int:
         return math.ceil(self.n_samples / self.batch_size)
 
-    def scaled(self, n_samples: int) -> "Config":
+    def scaled(self, n_samples: int) -> Config:
         """The same network and batch on fewer samples (for --quick)."""
         return Config(self.name, self.sizes, self.batch_size, n_samples)
 
@@ -93,7 +93,7 @@ def gemm_floor(cfg: Config, xp=np, dtype: str = "float32", seed: int = 0) -> Cal
     dW = [xp.empty_like(w) for w in W]
     plans = []
     for B in sorted(set(batch_sizes(cfg.n_samples, cfg.batch_size)), reverse=True):
-        Z = [arr(B, n) for n in sizes]              # Z[0] is the input batch
+        Z = [arr(B, n) for n in sizes]  # Z[0] is the input batch
         D = [None] + [arr(B, n) for n in sizes[1:]]  # D[l] = dE/dA_l, (B, n_l)
         dZ = [None] + [xp.empty((B, n), dtype=dt) for n in sizes[1:-1]]
         plans.append((B, Z, D, dZ))
@@ -131,9 +131,14 @@ def activation_bytes(sizes: Sequence[int], batch: int, itemsize: int) -> int:
     return itemsize * batch * sum(sizes)
 
 
-def time_interleaved(fns: dict[str, Callable[[], None]], repeats: int, warmup: int = 1,
-                     sync: Callable[[], None] = lambda: None, log=None,
-                     pause: float = 0.0) -> dict[str, list[float]]:
+def time_interleaved(
+    fns: dict[str, Callable[[], None]],
+    repeats: int,
+    warmup: int = 1,
+    sync: Callable[[], None] = lambda: None,
+    log=None,
+    pause: float = 0.0,
+) -> dict[str, list[float]]:
     """Time each callable ``repeats`` times after ``warmup`` untimed calls, round-robin, so that
     drift in machine speed (turbo, neighbours) hits every implementation alike. Seconds per call.
 
@@ -208,8 +213,10 @@ def describe_blas(info: list[dict]) -> list[str]:
 def format_table(rows: list[dict]) -> str:
     """Markdown table of benchmark rows (keys: config, impl, samples_per_s, ratio, epoch_s,
     runs, note, and best_s or times_s): samples/s and the ratio come from the median epoch."""
-    head = ("| config | implementation | samples/s | vs floor | epoch s (median) | best | runs | note |\n"
-            "|---|---|---:|---:|---:|---:|---:|---|")
+    head = (
+        "| config | implementation | samples/s | vs floor | epoch s (median) | best | runs | note |\n"
+        "|---|---|---:|---:|---:|---:|---:|---|"
+    )
     out = [head]
     for r in rows:
         if r.get("samples_per_s") is None:

@@ -22,15 +22,24 @@ for _name in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE"):  # as bench_train.py doe
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(1, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+import common  # noqa: E402
 import numpy as np  # noqa: E402
 
-import common  # noqa: E402
 import gpumlp as gm  # noqa: E402
 from gpumlp import validation  # noqa: E402
 from gpumlp.backends import _blas  # noqa: E402
 
-KERNELS = ("affine_activate", "gemm", "gemm_update", "backprop_activation", "output_delta", "loss_sum",
-           "sum_rows", "take_rows", "add_scaled")
+KERNELS = (
+    "affine_activate",
+    "gemm",
+    "gemm_update",
+    "backprop_activation",
+    "output_delta",
+    "loss_sum",
+    "sum_rows",
+    "take_rows",
+    "add_scaled",
+)
 
 
 def main() -> int:
@@ -40,8 +49,9 @@ def main() -> int:
     args = p.parse_args()
     cfg = common.CONFIGS[args.config]
     X, y = common.make_data(cfg)
-    model = gm.MLP(list(cfg.sizes), hidden_activation="relu", output_activation="softmax", dtype="float32",
-                   backend="numpy", seed=0)
+    model = gm.MLP(
+        list(cfg.sizes), hidden_activation="relu", output_activation="softmax", dtype="float32", backend="numpy", seed=0
+    )
 
     spent: dict[str, float] = collections.defaultdict(float)
 
@@ -52,6 +62,7 @@ def main() -> int:
                 return f(*a, **k)
             finally:
                 spent[label] += time.perf_counter() - t0
+
         return run
 
     for name in KERNELS:
@@ -82,11 +93,15 @@ def main() -> int:
     floor_s = min(_timed(floor) for _ in range(args.epochs))
     per = {k: v / args.epochs for k, v in spent.items()}
     gemm_s = per.get("  of which numpy.matmul", 0.0) + per.get("  of which BLAS calls", 0.0)
-    print(f"{cfg.name}: {'-'.join(map(str, cfg.sizes))}, batch {cfg.batch_size}, {cfg.n_samples} samples, "
-          f"{cfg.n_steps} steps; BLAS threads: {_threads()}")
+    print(
+        f"{cfg.name}: {'-'.join(map(str, cfg.sizes))}, batch {cfg.batch_size}, {cfg.n_samples} samples, "
+        f"{cfg.n_steps} steps; BLAS threads: {_threads()}"
+    )
     print(f"fit(epochs=1): {total:.4f} s; GEMM floor {floor_s:.4f} s (ratio {floor_s / total:.3f})")
-    print(f"GEMMs inside fit {gemm_s:.4f} s ({100 * gemm_s / total:.1f}%), everything else "
-          f"{total - gemm_s:.4f} s = {1e6 * (total - gemm_s) / cfg.n_steps:.0f} µs a step")
+    print(
+        f"GEMMs inside fit {gemm_s:.4f} s ({100 * gemm_s / total:.1f}%), everything else "
+        f"{total - gemm_s:.4f} s = {1e6 * (total - gemm_s) / cfg.n_steps:.0f} µs a step"
+    )
     print("seconds per epoch by kernel (a kernel's time includes its GEMM, if any):")
     for k, v in sorted(per.items(), key=lambda kv: -kv[1]):
         print(f"  {k:38s} {v:8.4f}  {100 * v / total:5.1f}%")

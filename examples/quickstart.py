@@ -19,11 +19,20 @@ def main() -> None:
 
     X, y = gm.load_dataset("digits")
     X_train, X_test, y_train, y_test = gm.train_test_split(X, y, test_size=0.25, seed=args.seed, stratify=True)
-    model = gm.MLP([64, 128, 10], hidden_activation="relu", output_activation="softmax",
-                   backend=args.backend, seed=args.seed)
+    model = gm.MLP(
+        [64, 128, 10], hidden_activation="relu", output_activation="softmax", backend=args.backend, seed=args.seed
+    )
     t0 = time.perf_counter()
-    history = model.fit(X_train, y_train, optimizer="sgd", lr=0.1, momentum=0.9, epochs=args.epochs,
-                        batch_size=32, validation_data=(X_test, y_test))
+    history = model.fit(
+        X_train,
+        y_train,
+        optimizer="sgd",
+        lr=0.1,
+        momentum=0.9,
+        epochs=args.epochs,
+        batch_size=32,
+        validation_data=(X_test, y_test),
+    )
     seconds = time.perf_counter() - t0
     accuracy = float(np.mean(model.predict(X_test).argmax(axis=1) == y_test))
     info = gm.backend_info(model.backend)

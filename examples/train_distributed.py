@@ -38,8 +38,14 @@ def main() -> None:
 
     group = gm.distributed.init("mpi", backend=args.backend)  # before the model: picks this rank's GPU
     sizes = [int(s) for s in args.sizes.split(",")]
-    X, y = gm.load_dataset("classification", n_samples=args.samples + args.samples // 10,
-                           n_features=sizes[0], n_classes=sizes[-1], separation=0.15, seed=0)
+    X, y = gm.load_dataset(
+        "classification",
+        n_samples=args.samples + args.samples // 10,
+        n_features=sizes[0],
+        n_classes=sizes[-1],
+        separation=0.15,
+        seed=0,
+    )
     X = X.astype(args.dtype)
     X_train, X_val, y_train, y_val = gm.train_test_split(X, y, test_size=1 / 11, seed=0)
 
@@ -48,17 +54,28 @@ def main() -> None:
     extra = {"momentum": args.momentum} if args.optimizer == "sgd" else {}
     t0 = time.perf_counter()
     history = model.fit(
-        X_train, y_train, optimizer=args.optimizer, lr=args.lr, epochs=args.epochs, batch_size=args.batch_size,
-        validation_data=(X_val, y_val), seed=0, progress=True, comm=group,
-        callbacks=[lambda m, e, logs: epoch_times.append(logs["time"])], **extra,
+        X_train,
+        y_train,
+        optimizer=args.optimizer,
+        lr=args.lr,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        validation_data=(X_val, y_val),
+        seed=0,
+        progress=True,
+        comm=group,
+        callbacks=[lambda m, e, logs: epoch_times.append(logs["time"])],
+        **extra,
     )
     wall = time.perf_counter() - t0
     if group.is_root:
         accuracy = float(np.mean(model.predict(X_val).argmax(axis=1) == y_val))
         steady = epoch_times[1:] or epoch_times  # the first epoch also allocates the buffers
         rate = X_train.shape[0] / (sum(steady) / len(steady))
-        print(f"ranks {group.size}  backend {model.backend.name}  sizes {sizes}  global batch {args.batch_size} "
-              f"({args.batch_size // group.size} per rank)  {X_train.shape[0]} samples")
+        print(
+            f"ranks {group.size}  backend {model.backend.name}  sizes {sizes}  global batch {args.batch_size} "
+            f"({args.batch_size // group.size} per rank)  {X_train.shape[0]} samples"
+        )
         for e, (loss, val) in enumerate(zip(history["loss"], history["val_loss"]), 1):
             print(f"epoch {e}: loss {loss:.5f}  val_loss {val:.5f}  {epoch_times[e - 1]:.2f} s")
         print(f"val accuracy {accuracy:.4f}  train {rate:,.0f} samples/s  fit wall {wall:.1f} s")

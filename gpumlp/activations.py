@@ -9,7 +9,8 @@ sigmoid' = Z(1 - Z), tanh' = 1 - Z², relu' = [Z > 0] (g'(0) = 0), identity' = 1
 
 from __future__ import annotations
 
-from typing import Any, Callable, NamedTuple
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 
 def sigmoid(xp: Any, A: Any) -> Any:

@@ -86,8 +86,12 @@ def save_checkpoint(
         "version": CHECKPOINT_VERSION,
         "epoch": int(epoch),
         "history": {k: [float(v) for v in vs] for k, vs in history.items()},
-        "optimizer": {"name": sd["name"], "hyper": sd["hyper"], "t": int(sd["t"]),
-                      "state": {k: len(v) for k, v in sd["state"].items()}},
+        "optimizer": {
+            "name": sd["name"],
+            "hyper": sd["hyper"],
+            "t": int(sd["t"]),
+            "state": {k: len(v) for k, v in sd["state"].items()},
+        },
         "rng": _rng_json(model.rng.bit_generator.state),
         "config": dict(config or {}),
         "early_stopping": {
@@ -129,10 +133,17 @@ def load_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
         np.random.Generator(getattr(np.random, rng["bit_generator"])()).bit_generator.state = rng  # validates it
         history = {str(k): [float(v) for v in vs] for k, vs in record["history"].items()}
         return Checkpoint(
-            path=path, epoch=int(record["epoch"]), meta=meta, weights=weights,
+            path=path,
+            epoch=int(record["epoch"]),
+            meta=meta,
+            weights=weights,
             optimizer={"name": str(opt["name"]), "hyper": dict(opt["hyper"]), "t": int(opt["t"]), "state": state},
-            rng_state=rng, history=history, config=dict(record["config"]),
-            best_loss=None if es["best"] is None else float(es["best"]), waited=int(es["waited"]), best_weights=best,
+            rng_state=rng,
+            history=history,
+            config=dict(record["config"]),
+            best_loss=None if es["best"] is None else float(es["best"]),
+            waited=int(es["waited"]),
+            best_weights=best,
         )
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise ValueError(f"{path!r} holds an inconsistent gpumlp checkpoint: {exc}") from None
@@ -167,17 +178,20 @@ def apply_checkpoint(ck: Checkpoint, model: MLP, optimizer: Optimizer, config: d
         )
     changed = [
         f"{k}={v!r} (checkpoint: {sd['hyper'].get(k)!r})"
-        for k, v in optimizer.hyper().items() if sd["hyper"].get(k) != v
+        for k, v in optimizer.hyper().items()
+        if sd["hyper"].get(k) != v
     ]
     changed += [
         f"{k}={v!r} (checkpoint: {ck.config.get(k)!r})"
-        for k, v in (config or {}).items() if k in ck.config and ck.config[k] != v
+        for k, v in (config or {}).items()
+        if k in ck.config and ck.config[k] != v
     ]
     if changed:
         warnings.warn(
             f"resuming {ck.path!r} with different settings: {', '.join(changed)}; "
             "the run will not match an unbroken one",
-            UserWarning, stacklevel=3,
+            UserWarning,
+            stacklevel=3,
         )
     shapes = [tuple(p.shape) for p in model.params]
     kept = {k: v for k, v in sd["state"].items() if k in optimizer.state_names}

@@ -29,7 +29,9 @@ def digits() -> tuple[np.ndarray, np.ndarray]:
     return d.data / 16.0, d.target.astype(np.int64)
 
 
-def spirals(n_samples: int = 1000, noise: float = 0.1, turns: float = 1.5, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+def spirals(
+    n_samples: int = 1000, noise: float = 0.1, turns: float = 1.5, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
     """Two interleaved spirals in the plane (a classic non-linear problem), labels 0/1."""
     n_samples = check_number(n_samples, "n_samples", integer=True)
     noise = check_number(noise, "noise", allow_zero=True)
@@ -58,7 +60,9 @@ def classification(
     return centres[y] + rng.normal(0.0, 1.0, (n_samples, n_features)), y.astype(np.int64)
 
 
-def regression(n_samples: int = 1000, n_features: int = 10, noise: float = 0.1, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+def regression(
+    n_samples: int = 1000, n_features: int = 10, noise: float = 0.1, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
     """A smooth non-linear target y = sin(X w₁) + (X w₂)²/4 + noise, a single output."""
     n_samples = check_number(n_samples, "n_samples", integer=True)
     n_features = check_number(n_features, "n_features", integer=True)
@@ -71,7 +75,13 @@ def regression(n_samples: int = 1000, n_features: int = 10, noise: float = 0.1, 
 
 def load_dataset(name: str, **kwargs: Any) -> tuple[np.ndarray, np.ndarray]:
     """(X, y) of the built-in dataset ``name``: one of :data:`DATASETS`."""
-    loaders = {"xor": xor, "digits": digits, "spirals": spirals, "classification": classification, "regression": regression}
+    loaders = {
+        "xor": xor,
+        "digits": digits,
+        "spirals": spirals,
+        "classification": classification,
+        "regression": regression,
+    }
     if name not in loaders:
         raise ValueError(f"unknown dataset {name!r}; built-in datasets are {DATASETS}")
     return loaders[name](**kwargs)
@@ -106,10 +116,12 @@ def train_test_split(
     rng = np.random.default_rng(seed)
     n = X.shape[0]
     if stratify:
-        test = np.concatenate([
-            idx[: int(round(test_size * idx.size))]
-            for idx in (rng.permutation(np.flatnonzero(y == c)) for c in np.unique(y))
-        ])
+        test = np.concatenate(
+            [
+                idx[: int(round(test_size * idx.size))]
+                for idx in (rng.permutation(np.flatnonzero(y == c)) for c in np.unique(y))
+            ]
+        )
         mask = np.zeros(n, dtype=bool)
         mask[test] = True
         train, test = rng.permutation(np.flatnonzero(~mask)), rng.permutation(test)

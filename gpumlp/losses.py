@@ -12,7 +12,8 @@ For the canonical pairs the output delta ∂E/∂A_L collapses to (Ŷ − T)/B (
 
 from __future__ import annotations
 
-from typing import Any, Callable, NamedTuple
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 
 def _eps(xp: Any, Y: Any) -> float:

@@ -71,7 +71,7 @@ class MLP(Trainable):
         Floating type of the weights and of every computation.
     backend : str or Backend
         "auto" (CuPy when a GPU is usable, else NumPy), "numpy", "cupy", "array_api_strict"
-        or a :class:`~gpumlp.backend.Backend`.
+        or a :class:`~gpumlp.backends.Backend`.
     seed : int or None
         Seed of the weight initialisation and of the shuffling RNG ``model.rng``.
 
@@ -316,9 +316,14 @@ class MLP(Trainable):
         KeyError, TypeError, ValueError
             When ``meta`` or ``arrays`` do not describe a consistent model.
         """
-        model = cls(meta["sizes"], hidden_activation=meta["hidden_activation"],
-                    output_activation=meta["output_activation"], dtype=meta["dtype"], backend=backend,
-                    seed=meta["seed"])
+        model = cls(
+            meta["sizes"],
+            hidden_activation=meta["hidden_activation"],
+            output_activation=meta["output_activation"],
+            dtype=meta["dtype"],
+            backend=backend,
+            seed=meta["seed"],
+        )
         model.set_weights([(arrays[f"W{i}"], arrays[f"b{i}"]) for i in range(len(model.layers))])
         return model
 

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import sys
 import time
-from typing import IO, Any, Mapping
+from collections.abc import Mapping
+from typing import IO, Any
 
 from tqdm import tqdm
 
@@ -35,8 +36,13 @@ class ProgressBar:
         if disable is None:
             disable = not (hasattr(out, "isatty") and out.isatty())
         self._bar = tqdm(
-            total=int(total_epochs), desc=desc, unit="epoch", disable=disable, file=out,
-            dynamic_ncols=True, leave=True,
+            total=int(total_epochs),
+            desc=desc,
+            unit="epoch",
+            disable=disable,
+            file=out,
+            dynamic_ncols=True,
+            leave=True,
         )
         self._last = time.perf_counter()
 
@@ -63,7 +69,7 @@ class ProgressBar:
         """Finish the bar (safe to call twice)."""
         self._bar.close()
 
-    def __enter__(self) -> "ProgressBar":
+    def __enter__(self) -> ProgressBar:
         return self
 
     def __exit__(self, *exc: object) -> None:

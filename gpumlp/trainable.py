@@ -141,11 +141,32 @@ class Trainable:
         """
         (loop,) = _installed
         return loop(
-            self, X, Y, loss=loss, optimizer=optimizer, lr=lr, momentum=momentum, nesterov=nesterov, l2=l2,
-            epochs=epochs, batch_size=batch_size, shuffle=shuffle, validation_data=validation_data,
-            early_stopping=early_stopping, patience=patience, seed=seed, progress=progress, callbacks=callbacks,
-            comm=comm, clip_norm=clip_norm, divergence_threshold=divergence_threshold, checkpoint=checkpoint,
-            checkpoint_every=checkpoint_every, resume=resume, cuda_graph=cuda_graph, allow_tf32=allow_tf32,
+            self,
+            X,
+            Y,
+            loss=loss,
+            optimizer=optimizer,
+            lr=lr,
+            momentum=momentum,
+            nesterov=nesterov,
+            l2=l2,
+            epochs=epochs,
+            batch_size=batch_size,
+            shuffle=shuffle,
+            validation_data=validation_data,
+            early_stopping=early_stopping,
+            patience=patience,
+            seed=seed,
+            progress=progress,
+            callbacks=callbacks,
+            comm=comm,
+            clip_norm=clip_norm,
+            divergence_threshold=divergence_threshold,
+            checkpoint=checkpoint,
+            checkpoint_every=checkpoint_every,
+            resume=resume,
+            cuda_graph=cuda_graph,
+            allow_tf32=allow_tf32,
         )
 
 

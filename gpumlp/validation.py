@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import math
 import numbers
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
-from .backend import backend_of, to_numpy
+from .backends import backend_of, to_numpy
 
 _FINITE_CHUNK = 1 << 20  # elements per isfinite() pass on the host: bounded temporary memory
 
@@ -28,8 +29,14 @@ def check_choice(value: Any, name: str, choices: Sequence[str]) -> str:
 
 
 def check_number(
-    value: Any, name: str, *, integer: bool = False, positive: bool = True, allow_zero: bool = False,
-    upper: float | None = None, upper_inclusive: bool = False,
+    value: Any,
+    name: str,
+    *,
+    integer: bool = False,
+    positive: bool = True,
+    allow_zero: bool = False,
+    upper: float | None = None,
+    upper_inclusive: bool = False,
 ) -> Any:
     """A finite real (or integer) number with the given bounds."""
     kind = "an integer" if integer else "a real number"
@@ -90,7 +97,7 @@ def all_finite(a: Any) -> bool:
         if a.dtype.kind not in "fc":
             return True
         flat = a.reshape(-1)
-        return all(bool(np.isfinite(flat[i:i + _FINITE_CHUNK]).all()) for i in range(0, flat.size, _FINITE_CHUNK))
+        return all(bool(np.isfinite(flat[i : i + _FINITE_CHUNK]).all()) for i in range(0, flat.size, _FINITE_CHUNK))
     xp = backend_of(a).xp
     if not xp.isdtype(a.dtype, "real floating"):  # ints and bools are always finite
         return True
@@ -153,7 +160,9 @@ def check_targets(Y: Any, n_samples: int, loss: str, n_outputs: int, name: str =
 
 def _labels_to_one_hot(y: np.ndarray, n_classes: int, name: str) -> np.ndarray:
     if y.dtype.kind == "f" and not np.array_equal(y, np.round(y)):
-        raise ValueError(f"{name} class labels must be integers; got non-integer values such as {y[y != np.round(y)][0]!r}")
+        raise ValueError(
+            f"{name} class labels must be integers; got non-integer values such as {y[y != np.round(y)][0]!r}"
+        )
     lo, hi = int(y.min()), int(y.max())
     if lo < 0 or hi >= n_classes:
         raise ValueError(

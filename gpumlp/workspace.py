@@ -77,11 +77,15 @@ class Workspace:
         ops, dtype = model.ops, model.xp_dtype
         itemsize = np.dtype(model.dtype).itemsize
         pairs = list(zip(model.sizes[:-1], model.sizes[1:]))
-        blocks = [[(r, n_in if r is None else r.stop - r.start) for r in ops.weight_blocks(n_in, n_out, itemsize)]
-                  for n_in, n_out in pairs]
+        blocks = [
+            [(r, n_in if r is None else r.stop - r.start) for r in ops.weight_blocks(n_in, n_out, itemsize)]
+            for n_in, n_out in pairs
+        ]
         flat = ops.alloc((max(m * n_out for rows, (_, n_out) in zip(blocks, pairs) for _, m in rows),), dtype)
-        self.update_plan = [[(r, ops.xp.reshape(flat[:m * n_out], (m, n_out))) for r, m in rows]
-                            for rows, (_, n_out) in zip(blocks, pairs)]
+        self.update_plan = [
+            [(r, ops.xp.reshape(flat[: m * n_out], (m, n_out))) for r, m in rows]
+            for rows, (_, n_out) in zip(blocks, pairs)
+        ]
 
     def pack_grads(self, ops: Any) -> Any:
         """Every gradient in the one contiguous buffer (for a single allreduce), returned.
@@ -105,4 +109,4 @@ def _views_of_one_buffer(ops: Any, shapes: list[tuple[int, ...]], dtype: Any, al
     for n in sizes:
         starts.append(starts[-1] + -(-n // align) * align)
     flat = ops.alloc((starts[-1],), dtype)
-    return [ops.xp.reshape(flat[a:a + n], s) for a, n, s in zip(starts, sizes, shapes)], flat
+    return [ops.xp.reshape(flat[a : a + n], s) for a, n, s in zip(starts, sizes, shapes)], flat

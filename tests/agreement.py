@@ -7,9 +7,17 @@ import numpy as np
 from gpumlp.backends import to_numpy
 
 HIDDEN = ("relu", "tanh", "sigmoid", "identity")
-OUTPUT_LOSS = [("softmax", "cross_entropy"), ("softmax", "binary_cross_entropy"), ("softmax", "mse"),
-               ("sigmoid", "binary_cross_entropy"), ("sigmoid", "cross_entropy"), ("sigmoid", "mse"),
-               ("identity", "mse"), ("tanh", "mse"), ("relu", "mse")]
+OUTPUT_LOSS = [
+    ("softmax", "cross_entropy"),
+    ("softmax", "binary_cross_entropy"),
+    ("softmax", "mse"),
+    ("sigmoid", "binary_cross_entropy"),
+    ("sigmoid", "cross_entropy"),
+    ("sigmoid", "mse"),
+    ("identity", "mse"),
+    ("tanh", "mse"),
+    ("relu", "mse"),
+]
 
 
 def rel(a, b) -> float:

@@ -17,8 +17,13 @@ class Var:
 
     def __add__(self, other):
         other = other if isinstance(other, Var) else Var(other)
-        return Var(self.value + other.value, ((self, lambda g: _unbroadcast(g, self.value.shape)),
-                                              (other, lambda g: _unbroadcast(g, other.value.shape))))
+        return Var(
+            self.value + other.value,
+            (
+                (self, lambda g: _unbroadcast(g, self.value.shape)),
+                (other, lambda g: _unbroadcast(g, other.value.shape)),
+            ),
+        )
 
     def __sub__(self, other):
         other = other if isinstance(other, Var) else Var(other)
@@ -26,8 +31,13 @@ class Var:
 
     def __mul__(self, other):
         other = other if isinstance(other, Var) else Var(other)
-        return Var(self.value * other.value, ((self, lambda g: _unbroadcast(g * other.value, self.value.shape)),
-                                              (other, lambda g: _unbroadcast(g * self.value, other.value.shape))))
+        return Var(
+            self.value * other.value,
+            (
+                (self, lambda g: _unbroadcast(g * other.value, self.value.shape)),
+                (other, lambda g: _unbroadcast(g * self.value, other.value.shape)),
+            ),
+        )
 
     def __truediv__(self, other):
         other = other if isinstance(other, Var) else Var(other)

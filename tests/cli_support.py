@@ -13,8 +13,20 @@ from gpumlp.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
 LABELS = np.array(["setosa", "versicolor", "virginica"])
-IRIS = ["iris.csv", "--target", "species", "--hidden", "16", "--val-split", "0.2", "--batch-size", "16",
-        "--backend", "numpy", "--no-progress"]
+IRIS = [
+    "iris.csv",
+    "--target",
+    "species",
+    "--hidden",
+    "16",
+    "--val-split",
+    "0.2",
+    "--batch-size",
+    "16",
+    "--backend",
+    "numpy",
+    "--no-progress",
+]
 
 
 def write_csv(path: Path, n: int = 150, seed: int = 0, label_col: bool = True) -> tuple[np.ndarray, np.ndarray]:

@@ -251,7 +251,8 @@ class _Kernel:
                 if type(a) is not np.dtype(want).type:
                     raise TypeError(f"{self.name}({pname}): {np.dtype(want)} scalar expected, got {type(a).__name__}")
                 ctype = {np.dtype(np.float32): ctypes.c_float, np.dtype(np.float64): ctypes.c_double}.get(
-                    np.dtype(want), _C_SCALARS.get(base, (None,))[0])
+                    np.dtype(want), _C_SCALARS.get(base, (None,))[0]
+                )
                 out.append(ctype(a))
         return out
 
@@ -260,8 +261,9 @@ class _Kernel:
         if grid[1:3] != (1, 1) or block[2] != 1 or block[0] * block[1] > 1024:
             raise ValueError(f"{self.name}: unsupported launch grid={grid} block={block}")
         converted = self._convert(args)  # checked at launch time, as CuPy packs arguments then
-        self.emu.enqueue(lambda: self.fn(ctypes.c_uint(grid[0]), ctypes.c_uint(block[0]), ctypes.c_uint(block[1]),
-                                         *converted))
+        self.emu.enqueue(
+            lambda: self.fn(ctypes.c_uint(grid[0]), ctypes.c_uint(block[0]), ctypes.c_uint(block[1]), *converted)
+        )
         self.emu.launches += 1
 
 
@@ -371,7 +373,9 @@ class EmulatedCupy:
 
         Stream.null = Stream()
         self.cuda = SimpleNamespace(
-            Stream=Stream, MemoryHook=MemoryHook, runtime=SimpleNamespace(is_hip=False),
+            Stream=Stream,
+            MemoryHook=MemoryHook,
+            runtime=SimpleNamespace(is_hip=False),
             get_current_stream=lambda: emu._streams[-1] if emu._streams else Stream.null,
         )
 

@@ -25,9 +25,13 @@ SIZES = [6, 8, 5, 3]
 # n is chosen so the last global batch is uneven: 101 = 10·10 + 1 (one rank gets no row of
 # it), 103 = 6·16 + 7 (split 3 / 4).
 CASES: dict[str, dict[str, Any]] = {
-    "sgd_momentum_float64": dict(dtype="float64", n=101, fit=dict(optimizer="sgd", lr=0.1, momentum=0.9, l2=1e-3, batch_size=10)),
+    "sgd_momentum_float64": dict(
+        dtype="float64", n=101, fit=dict(optimizer="sgd", lr=0.1, momentum=0.9, l2=1e-3, batch_size=10)
+    ),
     "adam_float64": dict(dtype="float64", n=103, fit=dict(optimizer="adam", lr=0.01, batch_size=16)),
-    "sgd_momentum_float32": dict(dtype="float32", n=101, fit=dict(optimizer="sgd", lr=0.1, momentum=0.9, l2=1e-3, batch_size=10)),
+    "sgd_momentum_float32": dict(
+        dtype="float32", n=101, fit=dict(optimizer="sgd", lr=0.1, momentum=0.9, l2=1e-3, batch_size=10)
+    ),
     "adam_float32": dict(dtype="float32", n=103, fit=dict(optimizer="adam", lr=0.01, batch_size=16)),
 }
 EPOCHS = 3
@@ -45,10 +49,19 @@ def train(case: str, comm: Any = None, seed: int = 100, callbacks: tuple = ()) -
     """Train ``case`` for EPOCHS epochs; returns (weights as NumPy pairs, history)."""
     spec = CASES[case]
     X, y, Xv, yv = data(spec["n"])
-    model = gm.MLP(SIZES, hidden_activation="tanh", output_activation="softmax", dtype=spec["dtype"], backend="numpy", seed=seed)
+    model = gm.MLP(
+        SIZES, hidden_activation="tanh", output_activation="softmax", dtype=spec["dtype"], backend="numpy", seed=seed
+    )
     history = model.fit(
-        X, y, epochs=EPOCHS, validation_data=(Xv, yv), early_stopping=True, patience=2, comm=comm,
-        callbacks=callbacks, **spec["fit"],
+        X,
+        y,
+        epochs=EPOCHS,
+        validation_data=(Xv, yv),
+        early_stopping=True,
+        patience=2,
+        comm=comm,
+        callbacks=callbacks,
+        **spec["fit"],
     )
     return model.get_weights(), history
 

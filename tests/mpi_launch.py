@@ -55,8 +55,12 @@ def launch(
     cmd, base_env = LAUNCHER
     t0 = time.perf_counter()
     proc = subprocess.Popen(
-        [*cmd, *program, *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        env={**base_env, **(env or {})}, start_new_session=True,
+        [*cmd, *program, *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**base_env, **(env or {})},
+        start_new_session=True,
     )
     try:
         out, _ = proc.communicate(timeout=LAUNCH_TIMEOUT)

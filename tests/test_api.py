@@ -216,9 +216,12 @@ BAD_INPUTS = [
     ("batch size -1", lambda m, X, y: m.fit(X, y, batch_size=-1), ValueError, "batch_size must be > 0"),
     ("1-D X", lambda m, X, y: m.predict(X[0]), ValueError, "X must be 2-D"),
     ("string X", lambda m, X, y: m.predict(np.array([["a"] * 5])), TypeError, "X must hold numbers"),
-    ("cross-entropy with identity output",
-     lambda m, X, y: gm.MLP([5, 3], output_activation="identity").loss(X, y, loss="cross_entropy"),
-     ValueError, "needs outputs in"),
+    (
+        "cross-entropy with identity output",
+        lambda m, X, y: gm.MLP([5, 3], output_activation="identity").loss(X, y, loss="cross_entropy"),
+        ValueError,
+        "needs outputs in",
+    ),
 ]
 
 
@@ -233,16 +236,19 @@ def test_bad_input_raises_clear_error(what, call, exc, match):
         np.testing.assert_array_equal(a, b)  # a rejected call loses nothing
 
 
-@pytest.mark.parametrize("kwargs,exc,match", [
-    ({"sizes": [5]}, ValueError, "at least an input and an output"),
-    ({"sizes": [5, 0, 3]}, ValueError, r"sizes\[1\] must be > 0"),
-    ({"sizes": "5,3"}, TypeError, "sizes must be a list"),
-    ({"hidden_activation": "swish"}, ValueError, "hidden_activation must be one of"),
-    ({"output_activation": "relu6"}, ValueError, "output_activation must be one of"),
-    ({"backend": "tpu"}, ValueError, "backend must be one of"),
-    ({"dtype": "float16"}, ValueError, "dtype must be one of"),
-    ({"sizes": [5, 1], "output_activation": "softmax"}, ValueError, "softmax' needs at least 2 outputs"),
-])
+@pytest.mark.parametrize(
+    "kwargs,exc,match",
+    [
+        ({"sizes": [5]}, ValueError, "at least an input and an output"),
+        ({"sizes": [5, 0, 3]}, ValueError, r"sizes\[1\] must be > 0"),
+        ({"sizes": "5,3"}, TypeError, "sizes must be a list"),
+        ({"hidden_activation": "swish"}, ValueError, "hidden_activation must be one of"),
+        ({"output_activation": "relu6"}, ValueError, "output_activation must be one of"),
+        ({"backend": "tpu"}, ValueError, "backend must be one of"),
+        ({"dtype": "float16"}, ValueError, "dtype must be one of"),
+        ({"sizes": [5, 1], "output_activation": "softmax"}, ValueError, "softmax' needs at least 2 outputs"),
+    ],
+)
 def test_bad_constructor_arguments(kwargs, exc, match):
     args = {"sizes": [5, 3], **kwargs}
     with pytest.raises(exc, match=match):

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 import gpumlp as gm
+
 from autograd_ref import mlp_loss_and_grads
 
 PAIRS = [("softmax", "cross_entropy"), ("sigmoid", "binary_cross_entropy"), ("identity", "mse"), ("sigmoid", "mse")]
@@ -47,7 +48,9 @@ def test_gradients_match_reverse_mode_autodiff(trial):
     output, loss = PAIRS[trial % len(PAIRS)]
     hidden = HIDDEN[trial % len(HIDDEN)]
     l2 = float(rng.choice([0.0, 0.1]))
-    model = gm.MLP(sizes, hidden_activation=hidden, output_activation=output, dtype="float64", backend="numpy", seed=trial)
+    model = gm.MLP(
+        sizes, hidden_activation=hidden, output_activation=output, dtype="float64", backend="numpy", seed=trial
+    )
     B = int(rng.integers(1, 9))
     X = rng.normal(size=(B, sizes[0]))
     k = sizes[-1]
@@ -68,7 +71,9 @@ def test_gradients_match_reverse_mode_autodiff(trial):
 def test_seed_xor_delta_rule_by_hand():
     """Seed 000/003: δ_R = (y_R − c) y_R (1 − y_R), δ_H = δ_R w_O ⊙ y_H (1 − y_H), per sample, summed."""
     X, c = gm.load_dataset("xor")
-    model = gm.MLP([2, 2, 1], hidden_activation="sigmoid", output_activation="sigmoid", dtype="float64", backend="numpy", seed=4)
+    model = gm.MLP(
+        [2, 2, 1], hidden_activation="sigmoid", output_activation="sigmoid", dtype="float64", backend="numpy", seed=4
+    )
     (WH, bH), (WO, bO) = model.get_weights()
     sig = lambda a: 1.0 / (1.0 + np.exp(-a))  # noqa: E731
     gWH, gbH, gWO, gbO = np.zeros_like(WH), np.zeros_like(bH), np.zeros_like(WO), np.zeros_like(bO)
@@ -91,8 +96,14 @@ def test_seed_xor_delta_rule_by_hand():
 def test_seed_xor_hand_set_weights_compute_xor():
     """Seed 002: h1 = OR (−0.5 + x1 + x2), h2 = AND (x1 + x2 − 1.5), y = h1 AND NOT h2 (−0.5 + h1 − h2)."""
     X, c = gm.load_dataset("xor")
-    model = gm.MLP([2, 2, 1], hidden_activation="sigmoid", output_activation="sigmoid", dtype="float64", backend="numpy")
+    model = gm.MLP(
+        [2, 2, 1], hidden_activation="sigmoid", output_activation="sigmoid", dtype="float64", backend="numpy"
+    )
     k = 20.0  # steep sigmoids approach the seed's threshold units
-    model.set_weights([(k * np.array([[1.0, 1.0], [1.0, 1.0]]), k * np.array([-0.5, -1.5])),
-                       (k * np.array([[1.0], [-1.0]]), k * np.array([-0.5]))])
+    model.set_weights(
+        [
+            (k * np.array([[1.0, 1.0], [1.0, 1.0]]), k * np.array([-0.5, -1.5])),
+            (k * np.array([[1.0], [-1.0]]), k * np.array([-0.5])),
+        ]
+    )
     np.testing.assert_allclose(model.predict(X).ravel(), c, atol=1e-4)

@@ -21,9 +21,9 @@ MAX_LINES = 400
 
 # Over the size limit but not split by the layout work (its branches touched only the import
 # lines of gpumlp/sklearn.py): an expected failure of the size rule until it is split. Empty it then.
-NOT_YET_SPLIT = {"gpumlp.sklearn"}
+NOT_YET_SPLIT: set[str] = set()
 
-BACKENDS = ("gpumlp.backends", "gpumlp.backend", "gpumlp.ops", "gpumlp._blas")
+BACKENDS = ("gpumlp.backends",)
 MODEL_SIDE = ("gpumlp.network", "gpumlp.sklearn", "gpumlp.training", "gpumlp.cli")
 MATH = ("gpumlp.network", "gpumlp.activations", "gpumlp.losses", "gpumlp.workspace", "gpumlp.trainable")
 NOT_FROM_MATH = ("gpumlp.training", "gpumlp.cli")
@@ -41,7 +41,8 @@ MODULES = {_module_name(p): p for p in sorted(PACKAGE.rglob("*.py"))}
 
 def _is_type_checking(test: ast.expr) -> bool:
     return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
-        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING")
+        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING"
+    )
 
 
 def _import_nodes(node: ast.AST) -> list[ast.Import | ast.ImportFrom]:
@@ -148,8 +149,11 @@ def test_the_math_never_imports_training_or_the_cli():
 
 
 def test_the_training_code_drives_models_without_importing_the_model_module():
-    violations = {m: "imports gpumlp.network" for m in MODULES
-                  if _within(m, ("gpumlp.training",)) and "gpumlp.network" in GRAPH[m]}
+    violations = {
+        m: "imports gpumlp.network"
+        for m in MODULES
+        if _within(m, ("gpumlp.training",)) and "gpumlp.network" in GRAPH[m]
+    }
     _settle(violations)
 
 

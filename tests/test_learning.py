@@ -10,8 +10,14 @@ import gpumlp as gm
 
 def _learns_xor(hidden: int, seed: int, backend: str) -> bool:
     X, c = gm.load_dataset("xor")
-    model = gm.MLP([2, hidden, 1], hidden_activation="sigmoid", output_activation="sigmoid",
-                   dtype="float64", backend=backend, seed=seed)
+    model = gm.MLP(
+        [2, hidden, 1],
+        hidden_activation="sigmoid",
+        output_activation="sigmoid",
+        dtype="float64",
+        backend=backend,
+        seed=seed,
+    )
     model.fit(X, c, loss="mse", lr=2.0, epochs=5000, batch_size=None, shuffle=False)  # full-batch GD
     return bool(np.all((model.predict(X).ravel() > 0.5) == (c > 0.5)))
 
@@ -51,9 +57,20 @@ def test_digits_within_two_points_of_sklearn(digits_split):
 
     Xtr, Xte, ytr, yte = digits_split
     epochs, bs, lr = 40, 32, 0.05
-    ref = MLPClassifier(hidden_layer_sizes=(64,), activation="relu", solver="sgd", learning_rate_init=lr,
-                        momentum=0.9, nesterovs_momentum=False, batch_size=bs, max_iter=epochs, alpha=0.0,
-                        tol=0.0, n_iter_no_change=epochs + 1, random_state=0)
+    ref = MLPClassifier(
+        hidden_layer_sizes=(64,),
+        activation="relu",
+        solver="sgd",
+        learning_rate_init=lr,
+        momentum=0.9,
+        nesterovs_momentum=False,
+        batch_size=bs,
+        max_iter=epochs,
+        alpha=0.0,
+        tol=0.0,
+        n_iter_no_change=epochs + 1,
+        random_state=0,
+    )
     with pytest.warns(ConvergenceWarning):
         ref.fit(Xtr, ytr)
     model = gm.MLP([64, 64, 10], hidden_activation="relu", backend="numpy", seed=0)

@@ -37,7 +37,12 @@ def test_save_load_round_trip_of_random_architectures(sizes, hidden, output, dty
         back = gm.load(path, backend="numpy")
         assert os.listdir(tmp) == ["m.npz"]  # no temp file left behind
     assert (back.sizes, back.hidden_activation, back.output_activation, back.dtype, back.seed) == (
-        model.sizes, model.hidden_activation, model.output_activation, model.dtype, model.seed)
+        model.sizes,
+        model.hidden_activation,
+        model.output_activation,
+        model.dtype,
+        model.seed,
+    )
     for (W, b), (Wb, bb) in zip(model.get_weights(), back.get_weights()):
         assert Wb.dtype == np.dtype(dtype)
         np.testing.assert_array_equal(W, Wb)
@@ -110,8 +115,11 @@ def test_loading_never_unpickles(tmp_path):
     marker = str(tmp_path / "ran")
     with open(tmp_path / "pickle.npz", "wb") as f:
         pickle.dump(_Evil(marker), f)
-    np.savez(tmp_path / "objects.npz", __meta__=np.frombuffer(b'{"format": "gpumlp", "version": 1}', np.uint8),
-             W0=np.array([_Evil(marker)], dtype=object))
+    np.savez(
+        tmp_path / "objects.npz",
+        __meta__=np.frombuffer(b'{"format": "gpumlp", "version": 1}', np.uint8),
+        W0=np.array([_Evil(marker)], dtype=object),
+    )
     for name in ("pickle.npz", "objects.npz"):
         with pytest.raises(ValueError, match="not a readable gpumlp model file"):
             gm.load(tmp_path / name)
@@ -131,8 +139,12 @@ def test_checkpoint_with_a_damaged_record_is_a_clear_error(tmp_path):
     gm.MLP([3, 2], backend="numpy").fit(X, y, epochs=1, batch_size=4, checkpoint=tmp_path / "ck.npz")
     with np.load(tmp_path / "ck.npz") as z:
         arrays = {k: z[k] for k in z.files}
-    for name, record in [("json", b"{oops"), ("version", b'{"version": 99}'), ("fields", b'{"version": 1}'),
-                         ("rng", arrays["__checkpoint__"].tobytes().replace(b'"PCG64"', b'"os.system"'))]:
+    for name, record in [
+        ("json", b"{oops"),
+        ("version", b'{"version": 99}'),
+        ("fields", b'{"version": 1}'),
+        ("rng", arrays["__checkpoint__"].tobytes().replace(b'"PCG64"', b'"os.system"')),
+    ]:
         np.savez(tmp_path / f"{name}.npz", **{**arrays, "__checkpoint__": np.frombuffer(record, np.uint8)})
         with pytest.raises(ValueError, match="checkpoint"):
             gm.load_checkpoint(tmp_path / f"{name}.npz")

@@ -15,8 +15,15 @@ from gpumlp.network import model_meta
 
 def test_help_of_mlp_fit_shows_every_parameter_with_its_default():
     text = pydoc.render_doc(gm.MLP.fit, renderer=pydoc.plaintext).replace("'", "")  # annotations are strings
-    for shown in ("batch_size: int | None = 32", "divergence_threshold: float | None = 10000.0", "cuda_graph",
-                  "allow_tf32: bool = False", "Parameters", "Returns", "Raises"):
+    for shown in (
+        "batch_size: int | None = 32",
+        "divergence_threshold: float | None = 10000.0",
+        "cuda_graph",
+        "allow_tf32: bool = False",
+        "Parameters",
+        "Returns",
+        "Raises",
+    ):
         assert shown in text, shown
     assert "**" not in text
 
@@ -30,8 +37,9 @@ def test_mlp_fit_passes_every_setting_to_the_training_loop_which_has_no_defaults
 
 
 def test_from_arrays_rebuilds_what_save_stores(tmp_path):
-    model = gm.MLP([3, 4, 2], hidden_activation="tanh", output_activation="sigmoid", dtype="float64",
-                   backend="numpy", seed=7)
+    model = gm.MLP(
+        [3, 4, 2], hidden_activation="tanh", output_activation="sigmoid", dtype="float64", backend="numpy", seed=7
+    )
     arrays = {f"{k}{i}": a for i, (W, b) in enumerate(model.get_weights()) for k, a in (("W", W), ("b", b))}
     copy = gm.MLP.from_arrays(model_meta(model), arrays, backend="numpy")
     assert repr(copy) == repr(model) and copy.seed == 7

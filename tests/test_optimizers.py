@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import numpy as np
-from agreement import max_rel_diff
 
 import gpumlp as gm
 from gpumlp.optimizers import SGD, Adam, Optimizer
+
+from agreement import max_rel_diff
 
 REF = gm.get_backend("numpy", fast=False)
 
@@ -59,8 +60,11 @@ def test_optimizer_state_follows_the_model_dtype_and_backend():
 
 def test_load_state_dict_keeps_the_step_count_it_loads():
     model = gm.MLP([5, 8, 3], seed=0, backend="numpy")
-    sd = {"name": "adam", "t": 7, "state": {"m": [np.ones(p.shape) for p in model.params],
-                                            "v": [np.ones(p.shape) for p in model.params]}}
+    sd = {
+        "name": "adam",
+        "t": 7,
+        "state": {"m": [np.ones(p.shape) for p in model.params], "v": [np.ones(p.shape) for p in model.params]},
+    }
     opt = Adam()
     opt.load_state_dict(sd, model.params, model.backend)
     assert opt.t == 7 and float(opt.state["m"][0].sum()) == model.params[0].size

@@ -16,6 +16,7 @@ from hypothesis.extra import numpy as hnp
 
 import gpumlp as gm
 from gpumlp.validation import check_inputs, check_number, check_targets
+
 from reliability_cases import CASES, Context
 
 FAST = settings(max_examples=40, deadline=None)
@@ -90,17 +91,26 @@ def test_nan_far_into_a_large_array_is_found():
 
 
 # ----- property tests: random shapes, dtypes and garbage against an independent oracle -----------
-DTYPES = st.sampled_from(["float32", "float64", "float16", "int64", "int8", "uint8", "bool", "complex64", "U3", "datetime64[s]"])
+DTYPES = st.sampled_from(
+    ["float32", "float64", "float16", "int64", "int8", "uint8", "bool", "complex64", "U3", "datetime64[s]"]
+)
 
 
 def _x_should_pass(a: np.ndarray, n_features: int) -> bool:
-    return (a.dtype.kind in "biuf" and a.ndim == 2 and a.shape[0] > 0 and a.shape[1] == n_features
-            and bool(np.all(np.isfinite(a.astype(np.float64)))))
+    return (
+        a.dtype.kind in "biuf"
+        and a.ndim == 2
+        and a.shape[0] > 0
+        and a.shape[1] == n_features
+        and bool(np.all(np.isfinite(a.astype(np.float64))))
+    )
 
 
 @FAST
-@given(a=DTYPES.flatmap(lambda dt: hnp.arrays(dt, hnp.array_shapes(min_dims=0, max_dims=3, min_side=0, max_side=4))),
-       n_features=st.integers(1, 4))
+@given(
+    a=DTYPES.flatmap(lambda dt: hnp.arrays(dt, hnp.array_shapes(min_dims=0, max_dims=3, min_side=0, max_side=4))),
+    n_features=st.integers(1, 4),
+)
 def test_check_inputs_accepts_exactly_the_valid_arrays(a, n_features):
     if _x_should_pass(a, n_features):
         assert check_inputs(a, n_features, "Xq") is a
@@ -110,11 +120,17 @@ def test_check_inputs_accepts_exactly_the_valid_arrays(a, n_features):
 
 
 @FAST
-@given(y=st.one_of(
-    hnp.arrays(np.int64, st.integers(1, 12), elements=st.integers(-2, 5)),
-    hnp.arrays(st.sampled_from([np.float32, np.float64]), st.integers(1, 12),
-               elements=st.one_of(st.integers(-2, 5).map(float), st.floats(-1, 5, width=32), st.just(np.nan))),
-), k=st.integers(2, 4))
+@given(
+    y=st.one_of(
+        hnp.arrays(np.int64, st.integers(1, 12), elements=st.integers(-2, 5)),
+        hnp.arrays(
+            st.sampled_from([np.float32, np.float64]),
+            st.integers(1, 12),
+            elements=st.one_of(st.integers(-2, 5).map(float), st.floats(-1, 5, width=32), st.just(np.nan)),
+        ),
+    ),
+    k=st.integers(2, 4),
+)
 def test_class_labels_accepted_exactly_when_integers_in_range(y, k):
     finite = bool(np.all(np.isfinite(y)))
     ok = finite and bool(np.all(y == np.round(y))) and y.min() >= 0 and y.max() < k
@@ -128,8 +144,13 @@ def test_class_labels_accepted_exactly_when_integers_in_range(y, k):
 
 
 @FAST
-@given(Y=hnp.arrays(np.float64, st.tuples(st.integers(1, 6), st.integers(1, 3)),
-                    elements=st.one_of(st.floats(-0.5, 1.5), st.sampled_from([np.nan, np.inf, -np.inf]))))
+@given(
+    Y=hnp.arrays(
+        np.float64,
+        st.tuples(st.integers(1, 6), st.integers(1, 3)),
+        elements=st.one_of(st.floats(-0.5, 1.5), st.sampled_from([np.nan, np.inf, -np.inf])),
+    )
+)
 def test_binary_targets_accepted_exactly_when_finite_in_unit_interval(Y):
     ok = bool(np.all(np.isfinite(Y))) and Y.min() >= 0 and Y.max() <= 1
     if ok:
@@ -140,8 +161,13 @@ def test_binary_targets_accepted_exactly_when_finite_in_unit_interval(Y):
 
 
 GARBAGE = st.one_of(
-    st.none(), st.booleans(), st.integers(-10, 10), st.floats(allow_nan=True, allow_infinity=True),
-    st.text(max_size=3), st.lists(st.integers(0, 3), max_size=3), st.dictionaries(st.text(max_size=2), st.integers(), max_size=2),
+    st.none(),
+    st.booleans(),
+    st.integers(-10, 10),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.text(max_size=3),
+    st.lists(st.integers(0, 3), max_size=3),
+    st.dictionaries(st.text(max_size=2), st.integers(), max_size=2),
 )
 
 
@@ -157,9 +183,11 @@ def test_check_number_accepts_exactly_finite_positive_numbers(value, integer):
 
 
 @FAST
-@given(sizes=st.one_of(GARBAGE, st.lists(GARBAGE, min_size=0, max_size=4)),
-       hidden=st.one_of(st.sampled_from(["relu", "tanh", "sigmoid", "identity"]), GARBAGE),
-       dtype=st.one_of(st.sampled_from(["float32", "float64"]), GARBAGE))
+@given(
+    sizes=st.one_of(GARBAGE, st.lists(GARBAGE, min_size=0, max_size=4)),
+    hidden=st.one_of(st.sampled_from(["relu", "tanh", "sigmoid", "identity"]), GARBAGE),
+    dtype=st.one_of(st.sampled_from(["float32", "float64"]), GARBAGE),
+)
 def test_constructor_garbage_raises_only_value_or_type_errors(sizes, hidden, dtype):
     try:
         model = gm.MLP(sizes, hidden_activation=hidden, output_activation="sigmoid", dtype=dtype, backend="numpy")
@@ -170,10 +198,14 @@ def test_constructor_garbage_raises_only_value_or_type_errors(sizes, hidden, dty
 
 
 @FAST
-@given(X=st.one_of(GARBAGE, DTYPES.flatmap(lambda dt: hnp.arrays(dt, hnp.array_shapes(min_dims=0, max_dims=3, max_side=4)))),
-       Y=st.one_of(GARBAGE, hnp.arrays(np.float64, hnp.array_shapes(min_dims=0, max_dims=2, max_side=4))),
-       lr=st.one_of(st.floats(allow_nan=True, allow_infinity=True), GARBAGE),
-       batch=st.one_of(st.integers(-2, 6), GARBAGE))
+@given(
+    X=st.one_of(
+        GARBAGE, DTYPES.flatmap(lambda dt: hnp.arrays(dt, hnp.array_shapes(min_dims=0, max_dims=3, max_side=4)))
+    ),
+    Y=st.one_of(GARBAGE, hnp.arrays(np.float64, hnp.array_shapes(min_dims=0, max_dims=2, max_side=4))),
+    lr=st.one_of(st.floats(allow_nan=True, allow_infinity=True), GARBAGE),
+    batch=st.one_of(st.integers(-2, 6), GARBAGE),
+)
 def test_fit_garbage_raises_only_value_or_type_errors_and_keeps_weights(X, Y, lr, batch):
     model = gm.MLP([2, 3, 1], output_activation="sigmoid", backend="numpy", seed=0)
     before = model.get_weights()
@@ -192,5 +224,7 @@ def test_fit_garbage_raises_only_value_or_type_errors_and_keeps_weights(X, Y, lr
 def test_callbacks_may_be_any_iterable_and_each_runs_every_epoch():
     seen = []
     X, y = np.ones((4, 2)), np.array([0, 1, 0, 1])
-    gm.MLP([2, 2], backend="numpy").fit(X, y, epochs=3, batch_size=2, callbacks=(cb for cb in [lambda m, e, l: seen.append(e)]))
+    gm.MLP([2, 2], backend="numpy").fit(
+        X, y, epochs=3, batch_size=2, callbacks=(cb for cb in [lambda m, e, l: seen.append(e)])
+    )
     assert seen == [1, 2, 3]

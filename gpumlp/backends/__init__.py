@@ -27,15 +27,25 @@ from .numpy_ops import NumpyOps
 from .ops import Ops
 
 __all__ = [
-    "BACKEND_NAMES", "ENV_VAR", "Backend", "CupyBackend", "StrictBackend", "Ops", "NumpyOps", "CupyOps",
-    "get_backend", "has_gpu", "to_numpy", "backend_of", "backend_info",
+    "BACKEND_NAMES",
+    "ENV_VAR",
+    "Backend",
+    "CupyBackend",
+    "StrictBackend",
+    "Ops",
+    "NumpyOps",
+    "CupyOps",
+    "get_backend",
+    "has_gpu",
+    "to_numpy",
+    "backend_of",
+    "backend_info",
 ]
 
 BACKEND_NAMES = ("auto", "numpy", "cupy", "array_api_strict")
 ENV_VAR = "GPUMLP_BACKEND"
 _INSTALL_HINT = (
-    "install CuPy with `pip install gpumlp[cuda13]` (or `gpumlp[cuda12]` for CUDA 12), "
-    "or use backend='numpy'"
+    "install CuPy with `pip install gpumlp[cuda13]` (or `gpumlp[cuda12]` for CUDA 12), or use backend='numpy'"
 )
 
 

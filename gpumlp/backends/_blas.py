@@ -35,8 +35,11 @@ def _numpy_blas_paths() -> list[str]:
     except OSError:
         return []
     others = ("scipy", "sklearn", "torch")
-    blas = [p for p in paths if ("blas" in os.path.basename(p).lower() or "mkl_rt" in p)
-            and not any(o in os.path.dirname(p) for o in others)]
+    blas = [
+        p
+        for p in paths
+        if ("blas" in os.path.basename(p).lower() or "mkl_rt" in p) and not any(o in os.path.dirname(p) for o in others)
+    ]
     return sorted(blas, key=lambda p: ("numpy" not in os.path.dirname(p), p))
 
 
@@ -54,8 +57,22 @@ def _bind(dtype: np.dtype) -> Any:
             if fn is None:
                 continue
             i = ctypes.c_int64 if "64_" in name else ctypes.c_int
-            fn.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int, i, i, i, scalar, ctypes.c_void_p, i,
-                           ctypes.c_void_p, i, scalar, ctypes.c_void_p, i]
+            fn.argtypes = [
+                ctypes.c_int,
+                ctypes.c_int,
+                ctypes.c_int,
+                i,
+                i,
+                i,
+                scalar,
+                ctypes.c_void_p,
+                i,
+                ctypes.c_void_p,
+                i,
+                scalar,
+                ctypes.c_void_p,
+                i,
+            ]
             fn.restype = None
             if _agrees_with_matmul(fn, dtype):
                 return fn
@@ -65,8 +82,22 @@ def _bind(dtype: np.dtype) -> Any:
 def _call(fn: Any, a: np.ndarray, b: np.ndarray, c: np.ndarray, alpha: float, beta: float, trans_a: bool) -> None:
     m, n = c.shape
     k = a.shape[0] if trans_a else a.shape[1]
-    fn(_ROW_MAJOR, _TRANS if trans_a else _NO_TRANS, _NO_TRANS, m, n, k, alpha,
-       a.ctypes.data, a.shape[1], b.ctypes.data, b.shape[1], beta, c.ctypes.data, n)
+    fn(
+        _ROW_MAJOR,
+        _TRANS if trans_a else _NO_TRANS,
+        _NO_TRANS,
+        m,
+        n,
+        k,
+        alpha,
+        a.ctypes.data,
+        a.shape[1],
+        b.ctypes.data,
+        b.shape[1],
+        beta,
+        c.ctypes.data,
+        n,
+    )
 
 
 def _agrees_with_matmul(fn: Any, dtype: np.dtype) -> bool:
@@ -101,8 +132,17 @@ def accepts(c: Any, a: Any, b: Any) -> bool:
     if not (type(c) is np.ndarray and type(a) is np.ndarray and type(b) is np.ndarray):
         return False
     fa, fb, fc = a.flags, b.flags, c.flags
-    if not (c.dtype == a.dtype == b.dtype and c.ndim == a.ndim == b.ndim == 2 and fc.writeable
-            and fa.c_contiguous and fb.c_contiguous and fc.c_contiguous and fa.aligned and fb.aligned and fc.aligned):
+    if not (
+        c.dtype == a.dtype == b.dtype
+        and c.ndim == a.ndim == b.ndim == 2
+        and fc.writeable
+        and fa.c_contiguous
+        and fb.c_contiguous
+        and fc.c_contiguous
+        and fa.aligned
+        and fb.aligned
+        and fc.aligned
+    ):
         return False
     if np.may_share_memory(c, a) or np.may_share_memory(c, b):
         return False

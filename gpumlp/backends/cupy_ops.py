@@ -173,8 +173,20 @@ class CupyOps(InplaceOps):
             return super().adam_update(p, g, m, v, lr_t, beta1, beta2, eps)
         s = p.dtype.type
         self._elementwise(
-            "adam", p.dtype, p.size, p, g, m, v, s(lr_t), s(beta1), s(1.0 - beta1), s(beta2), s(1.0 - beta2),
-            s(eps), self.xp.int64(p.size),
+            "adam",
+            p.dtype,
+            p.size,
+            p,
+            g,
+            m,
+            v,
+            s(lr_t),
+            s(beta1),
+            s(1.0 - beta1),
+            s(beta2),
+            s(1.0 - beta2),
+            s(eps),
+            self.xp.int64(p.size),
         )
 
     def clip_global_norm(self, grads: list[Any], max_norm: float) -> list[Any]:
@@ -185,12 +197,13 @@ class CupyOps(InplaceOps):
         if key not in self._clip_buffers:  # allocated on the first call, reused (fixed addresses) after;
             # shared by every model of this dtype and depth: steps must not run concurrently from two threads
             self._clip_buffers[key] = (
-                self.xp.empty((len(grads) * blocks,), dtype=dtype), self.xp.empty((1,), dtype=dtype),
+                self.xp.empty((len(grads) * blocks,), dtype=dtype),
+                self.xp.empty((1,), dtype=dtype),
             )
         partial, factor = self._clip_buffers[key]
         sq_partial = self._kernel("sq_partial", dtype)
         for j, g in enumerate(grads):
-            sq_partial((blocks,), (self._BLOCK,), (g, i64(g.size), partial[j * blocks:(j + 1) * blocks]))
+            sq_partial((blocks,), (self._BLOCK,), (g, i64(g.size), partial[j * blocks : (j + 1) * blocks]))
         clip_args = (partial, i64(partial.size), dtype.type(max_norm), factor)
         self._kernel("clip_factor", dtype)((1,), (self._BLOCK,), clip_args)
         for g in grads:
@@ -219,18 +232,51 @@ class CupyOps(InplaceOps):
         i64, rows = self.xp.int64, X_out.shape[0]
         dx, dt = X.shape[1], T.shape[1]
         self._elementwise(
-            "gather_batch", X.dtype, rows * (dx + dt), X, T, perm, step, i64(batch_size), i64(rows), i64(dx),
-            i64(dt), X_out, T_out,
+            "gather_batch",
+            X.dtype,
+            rows * (dx + dt),
+            X,
+            T,
+            perm,
+            step,
+            i64(batch_size),
+            i64(rows),
+            i64(dx),
+            i64(dt),
+            X_out,
+            T_out,
         )
 
     def adam_update_scheduled(
-        self, p: Any, g: Any, m: Any, v: Any, lr_schedule: Any, step: Any, beta1: float, beta2: float, eps: float,
+        self,
+        p: Any,
+        g: Any,
+        m: Any,
+        v: Any,
+        lr_schedule: Any,
+        step: Any,
+        beta1: float,
+        beta2: float,
+        eps: float,
     ) -> None:
         """:meth:`adam_update` with η_t = lr_schedule[step[0]], both read on the device."""
         s = p.dtype.type
         self._elementwise(
-            "adam_scheduled", p.dtype, p.size, p, g, m, v, lr_schedule, step, s(beta1), s(1.0 - beta1), s(beta2),
-            s(1.0 - beta2), s(eps), self.xp.int64(p.size),
+            "adam_scheduled",
+            p.dtype,
+            p.size,
+            p,
+            g,
+            m,
+            v,
+            lr_schedule,
+            step,
+            s(beta1),
+            s(1.0 - beta1),
+            s(beta2),
+            s(1.0 - beta2),
+            s(eps),
+            self.xp.int64(p.size),
         )
 
     def advance(self, step: Any, dtype: Any) -> None:

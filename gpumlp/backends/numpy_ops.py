@@ -41,8 +41,12 @@ class NumpyOps(InplaceOps):
         return out
 
     def sum_rows(self, D: Any, out: Any = None) -> Any:
-        if (out is not None and D.size >= self.gemm_update_min_size and out.flags.c_contiguous
-                and _blas.accepts(out.reshape(1, -1), D, D)):
+        if (
+            out is not None
+            and D.size >= self.gemm_update_min_size
+            and out.flags.c_contiguous
+            and _blas.accepts(out.reshape(1, -1), D, D)
+        ):
             key = (D.shape[0], D.dtype)
             ones = self._ones.get(key)
             if ones is None:

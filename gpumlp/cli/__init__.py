@@ -25,7 +25,7 @@ from typing import IO, Any, NoReturn
 
 from .. import __version__
 from ..activations import HIDDEN_ACTIVATIONS
-from ..backend import BACKEND_NAMES
+from ..backends import BACKEND_NAMES
 from ..data import DATASETS
 from ..losses import LOSSES
 from ..optimizers import OPTIMIZERS
@@ -47,8 +47,14 @@ from .predict import cmd_evaluate, cmd_predict
 from .train import cmd_train
 
 __all__ = [
-    "main", "build_parser", "CLIError",
-    "EXIT_OK", "EXIT_FAILED", "EXIT_USAGE", "EXIT_INTERRUPTED", "EXIT_BROKEN_PIPE",
+    "main",
+    "build_parser",
+    "CLIError",
+    "EXIT_OK",
+    "EXIT_FAILED",
+    "EXIT_USAGE",
+    "EXIT_INTERRUPTED",
+    "EXIT_BROKEN_PIPE",
 ]
 
 
@@ -101,8 +107,13 @@ def _batch(text: str) -> int | None:
 def _threshold(text: str) -> float | None:
     if text.lower() == "none":
         return None
-    return _number(text, float, "a number > 1 or 'none'", lambda v: 1.0 < v < math.inf,
-                   "> 1 (a factor over the first epoch's loss) or 'none'")
+    return _number(
+        text,
+        float,
+        "a number > 1 or 'none'",
+        lambda v: 1.0 < v < math.inf,
+        "> 1 (a factor over the first epoch's loss) or 'none'",
+    )
 
 
 # ----- the parser and main ----------------------------------------------------------------
@@ -131,8 +142,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--target", help=target_help)
     p.add_argument("--hidden", type=_hidden, default=[128], help="hidden layer widths, e.g. 256,256 (default 128)")
     p.add_argument("--activation", default="relu", choices=HIDDEN_ACTIVATIONS, help="hidden activation (default relu)")
-    p.add_argument("--loss", default="auto", choices=("auto", *LOSSES),
-                   help="auto: cross_entropy for text or integer targets (classes), else mse (regression)")
+    p.add_argument(
+        "--loss",
+        default="auto",
+        choices=("auto", *LOSSES),
+        help="auto: cross_entropy for text or integer targets (classes), else mse (regression)",
+    )
     p.add_argument("--optimizer", default="adam", choices=OPTIMIZERS, help="(default adam)")
     p.add_argument("--lr", type=float, help="learning rate (default 0.001 for adam, 0.01 for sgd)")
     p.add_argument("--momentum", type=float, default=0.0, help="sgd momentum")
@@ -141,32 +156,65 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=_positive_int, default=20, help="(default 20)")
     p.add_argument("--batch-size", type=_batch, default=64, help="samples per step, or 'full' (default 64)")
     p.add_argument("--val-split", type=_fraction, default=0.0, help="fraction held out for validation (e.g. 0.1)")
-    p.add_argument("--early-stopping", action="store_true",
-                   help="stop when the validation (else training) loss stalls for --patience epochs")
+    p.add_argument(
+        "--early-stopping",
+        action="store_true",
+        help="stop when the validation (else training) loss stalls for --patience epochs",
+    )
     p.add_argument("--patience", type=_positive_int, default=5, help="epochs without improvement (default 5)")
-    p.add_argument("--scale", default="standard", choices=("standard", "none"),
-                   help="standardise features with the training mean and std (stored in the model)")
+    p.add_argument(
+        "--scale",
+        default="standard",
+        choices=("standard", "none"),
+        help="standardise features with the training mean and std (stored in the model)",
+    )
     p.add_argument("--backend", default="auto", choices=BACKEND_NAMES[:3], help="auto: CuPy when a GPU is there")
     p.add_argument("--dtype", default="float32", choices=("float32", "float64"), help="(default float32)")
     p.add_argument("--seed", type=int, default=0, help="weights, shuffling and the validation split (default 0)")
     p.add_argument("--out", default="model.npz", help="model file to write (default model.npz)")
     p.add_argument("--plot", help="save the loss curve to this image file (PNG)")
-    p.add_argument("--clip-norm", type=_positive_float, metavar="C",
-                   help="scale each step's gradients down to global norm at most C")
-    p.add_argument("--divergence-threshold", type=_threshold, default=1e4, metavar="F",
-                   help="stop (exit status 1) when an epoch's loss exceeds F x max(1, first epoch's loss); "
-                        "'none': only on NaN/inf (default 1e4)")
-    p.add_argument("--checkpoint", metavar="PATH",
-                   help="write the training state (weights, optimizer, RNG, epoch, history) here for --resume")
-    p.add_argument("--checkpoint-every", type=_positive_int, metavar="N",
-                   help="checkpoint every N epochs (default 1); also at the end, on Ctrl-C and on divergence")
-    p.add_argument("--resume", metavar="PATH",
-                   help="continue the run checkpointed in PATH up to --epochs in total; give the data and data "
-                        "flags of that run (--target, --loss, --val-split, --scale, --seed)")
-    p.add_argument("--distributed", action="store_true",
-                   help="data-parallel over the ranks of `mpiexec -n N gpumlp train ...` (pip install 'gpumlp[mpi]')")
-    p.add_argument("--mpi-timeout", type=_positive_float, metavar="SECONDS",
-                   help="--distributed: how long a rank waits for the others (default $GPUMLP_MPI_TIMEOUT or 300)")
+    p.add_argument(
+        "--clip-norm",
+        type=_positive_float,
+        metavar="C",
+        help="scale each step's gradients down to global norm at most C",
+    )
+    p.add_argument(
+        "--divergence-threshold",
+        type=_threshold,
+        default=1e4,
+        metavar="F",
+        help="stop (exit status 1) when an epoch's loss exceeds F x max(1, first epoch's loss); "
+        "'none': only on NaN/inf (default 1e4)",
+    )
+    p.add_argument(
+        "--checkpoint",
+        metavar="PATH",
+        help="write the training state (weights, optimizer, RNG, epoch, history) here for --resume",
+    )
+    p.add_argument(
+        "--checkpoint-every",
+        type=_positive_int,
+        metavar="N",
+        help="checkpoint every N epochs (default 1); also at the end, on Ctrl-C and on divergence",
+    )
+    p.add_argument(
+        "--resume",
+        metavar="PATH",
+        help="continue the run checkpointed in PATH up to --epochs in total; give the data and data "
+        "flags of that run (--target, --loss, --val-split, --scale, --seed)",
+    )
+    p.add_argument(
+        "--distributed",
+        action="store_true",
+        help="data-parallel over the ranks of `mpiexec -n N gpumlp train ...` (pip install 'gpumlp[mpi]')",
+    )
+    p.add_argument(
+        "--mpi-timeout",
+        type=_positive_float,
+        metavar="SECONDS",
+        help="--distributed: how long a rank waits for the others (default $GPUMLP_MPI_TIMEOUT or 300)",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bar (it only shows on a terminal)")
     p.set_defaults(func=cmd_train)
 

@@ -3,7 +3,7 @@
 ``predict`` and ``evaluate`` need the task (classification or regression), the class labels in
 the order of the network's outputs, the training feature names and target name, the loss, and
 the input standardisation (mean and scale). They are stored as extra ``"__"`` arrays in the
-gpumlp .npz (not weights, see :mod:`gpumlp.io`): the JSON metadata in ``__cli__``, the mean and
+gpumlp .npz (not weights, see :mod:`gpumlp.modelfile`): the JSON metadata in ``__cli__``, the mean and
 scale as float arrays. A model saved from the Python API has none of them; its task is inferred
 from the output layer.
 """
@@ -16,13 +16,13 @@ from typing import Any
 
 import numpy as np
 
-from ..io import encode_meta, read_npz, save
-from ..io import load as load_model
-from ..network import MLP
+from ..modelfile import encode_meta, read_npz
+from ..network import MLP, save
+from ..network import load as load_model
 from .datafiles import Table
 from .errors import CLIError
 
-# Extra arrays stored in the model .npz beside the weights ("__" keys: not weights, see gpumlp.io).
+# Extra arrays stored in the model .npz beside the weights ("__" keys: not weights, see gpumlp.modelfile).
 CLI_META, CLI_MEAN, CLI_SCALE = "__cli__", "__cli_mean__", "__cli_scale__"
 CHECKPOINT_RECORD = "__checkpoint__"  # the array that makes a model file a gpumlp.checkpoint file
 
@@ -124,8 +124,11 @@ class Bundle:
         classification = model.output_activation in ("softmax", "sigmoid")
         classes = (list(range(n_out)) if n_out > 1 else [0, 1]) if classification else []
         meta = {
-            "task": "classification" if classification else "regression", "classes": classes,
-            "features": None, "target": None, "loss": model.resolve_loss("auto"),
+            "task": "classification" if classification else "regression",
+            "classes": classes,
+            "features": None,
+            "target": None,
+            "loss": model.resolve_loss("auto"),
         }
         return cls(model, meta, np.zeros(n_in), np.ones(n_in))
 
@@ -157,8 +160,10 @@ class Bundle:
             missing = [n for n in names if n not in table.features]
             hint = ""
             if table.target in missing:  # the file lacks the training target, so its last column stood in
-                hint = (f" ({table.target!r} was taken as the target: the file has no column "
-                        f"{self.meta.get('target')!r}; name the target with --target)")
+                hint = (
+                    f" ({table.target!r} was taken as the target: the file has no column "
+                    f"{self.meta.get('target')!r}; name the target with --target)"
+                )
             raise CLIError(f"{source}: missing feature columns {missing[:5]}{' ...' if len(missing) > 5 else ''}{hint}")
         if X.shape[1] != self.model.n_features:
             raise CLIError(

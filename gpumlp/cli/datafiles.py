@@ -71,8 +71,16 @@ def _loadtxt(path: str, skip: int, cols: list[int], header: list[str] | None, dt
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)  # "input contained no data": the caller says so
-            return np.loadtxt(path, delimiter=",", skiprows=skip, usecols=cols, dtype=dtype, quotechar='"', ndmin=2,
-                              encoding="utf-8-sig")
+            return np.loadtxt(
+                path,
+                delimiter=",",
+                skiprows=skip,
+                usecols=cols,
+                dtype=dtype,
+                quotechar='"',
+                ndmin=2,
+                encoding="utf-8-sig",
+            )
     except ValueError as exc:
         m = re.search(r"could not convert string '(.*)' to \w+ at row (\d+), column (\d+)", str(exc))
         if m is None:
@@ -80,8 +88,10 @@ def _loadtxt(path: str, skip: int, cols: list[int], header: list[str] | None, dt
         col = int(m.group(3)) - 1  # NumPy counts the file's columns from 1, whatever usecols is
         name = f"{header[col]!r} (column {col})" if header else f"column {col}"
         if not m.group(1):
-            raise CLIError(f"{path}: line {int(m.group(2)) + 1 + skip}: {name} is empty (a missing value); "
-                           "fill it in or drop the row") from None
+            raise CLIError(
+                f"{path}: line {int(m.group(2)) + 1 + skip}: {name} is empty (a missing value); "
+                "fill it in or drop the row"
+            ) from None
         raise CLIError(
             f"{path}: line {int(m.group(2)) + 1 + skip}: {name} has the non-numeric value {m.group(1)!r}; "
             f"feature columns must be numbers (if it is the target, pass --target {header[col] if header else col})"
@@ -120,8 +130,10 @@ def _read_csv(path: str, target: str | None, want_target: bool, known_target: st
         empty = np.flatnonzero(y == "")
         if empty.size and want_target:  # predict drops the column whatever it holds
             name = f"{header[t]!r} (column {t})" if header else f"column {t}"
-            raise CLIError(f"{path}: line {empty[0] + 1 + skip}: the target {name} is empty (a missing value); "
-                           "fill it in or drop the row")
+            raise CLIError(
+                f"{path}: line {empty[0] + 1 + skip}: the target {name} is empty (a missing value); "
+                "fill it in or drop the row"
+            )
         if all(_is_number(v) for v in y[: min(len(y), 1000)]):
             try:
                 y = y.astype(np.float64)

@@ -9,7 +9,7 @@ import platform
 from typing import IO, Any
 
 from .. import __version__
-from ..backend import backend_info
+from ..backends import backend_info
 from .errors import EXIT_OK
 
 

@@ -128,8 +128,12 @@ def cmd_evaluate(args: argparse.Namespace, out: IO[str]) -> int:
             T = np.eye(k)[idx]
         confusion = np.zeros((k, k), dtype=np.int64)
         np.add.at(confusion, (idx, pred), 1)
-        result.update(accuracy=float(np.mean(pred == idx)), loss=model.loss(X, T), classes=bundle.classes,
-                      confusion_matrix=confusion.tolist())
+        result.update(
+            accuracy=float(np.mean(pred == idx)),
+            loss=model.loss(X, T),
+            classes=bundle.classes,
+            confusion_matrix=confusion.tolist(),
+        )
     else:
         try:
             y = np.asarray(table.y, dtype=np.float64).reshape(raw.shape)

@@ -132,8 +132,13 @@ class TrainingData:
             self.task, self.loss, self.classes, self.y_tr, self.y_val
         )
         self.meta = {
-            "task": self.task, "loss": self.loss, "classes": self.classes, "features": table.features,
-            "target": table.target, "data": os.path.basename(args.data), "scale": args.scale,
+            "task": self.task,
+            "loss": self.loss,
+            "classes": self.classes,
+            "features": table.features,
+            "target": table.target,
+            "data": os.path.basename(args.data),
+            "scale": args.scale,
         }
 
 
@@ -227,8 +232,12 @@ def _train(args: argparse.Namespace, data: TrainingData, group: Group | None, ou
 
     root = group is None or group.is_root
     model = MLP(
-        [data.X_tr.shape[1], *args.hidden, data.n_out], hidden_activation=args.activation,
-        output_activation=data.output, dtype=args.dtype, backend=args.backend, seed=args.seed,
+        [data.X_tr.shape[1], *args.hidden, data.n_out],
+        hidden_activation=args.activation,
+        output_activation=data.output,
+        dtype=args.dtype,
+        backend=args.backend,
+        seed=args.seed,
     )
     bundle = Bundle(model, data.meta, data.mean, data.scale)
     n_train = data.X_tr.shape[0]
@@ -242,12 +251,27 @@ def _train(args: argparse.Namespace, data: TrainingData, group: Group | None, ou
     t0 = time.perf_counter()
     try:
         history = model.fit(
-            bundle.transform(data.X_tr).astype(args.dtype), data.T_tr, loss=data.loss, optimizer=args.optimizer,
-            lr=lr, momentum=args.momentum, nesterov=args.nesterov, l2=args.l2, epochs=args.epochs,
-            batch_size=batch_size, validation_data=validation, early_stopping=args.early_stopping,
-            patience=args.patience, seed=args.seed, callbacks=[bar], comm=group, clip_norm=args.clip_norm,
-            divergence_threshold=args.divergence_threshold, checkpoint=args.checkpoint,
-            checkpoint_every=args.checkpoint_every or 1, resume=resume,
+            bundle.transform(data.X_tr).astype(args.dtype),
+            data.T_tr,
+            loss=data.loss,
+            optimizer=args.optimizer,
+            lr=lr,
+            momentum=args.momentum,
+            nesterov=args.nesterov,
+            l2=args.l2,
+            epochs=args.epochs,
+            batch_size=batch_size,
+            validation_data=validation,
+            early_stopping=args.early_stopping,
+            patience=args.patience,
+            seed=args.seed,
+            callbacks=[bar],
+            comm=group,
+            clip_norm=args.clip_norm,
+            divergence_threshold=args.divergence_threshold,
+            checkpoint=args.checkpoint,
+            checkpoint_every=args.checkpoint_every or 1,
+            resume=resume,
         )
     except KeyboardInterrupt:
         raise _interrupted(model, args.checkpoint) from None

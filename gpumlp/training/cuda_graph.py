@@ -117,8 +117,10 @@ def loop_unsupported(trainer: Any) -> str | None:
     """Why :class:`DeviceLoop` cannot run ``trainer``'s epochs; None when it can."""
     model = trainer.model
     if not isinstance(model.ops, CupyOps):
-        return (f"needs backend='cupy' (a CUDA GPU with CuPy); this model runs on {model.backend.name!r} "
-                f"with {type(model.ops).__name__}")
+        return (
+            f"needs backend='cupy' (a CUDA GPU with CuPy); this model runs on {model.backend.name!r} "
+            f"with {type(model.ops).__name__}"
+        )
     if getattr(trainer.reducer, "size", 1) != 1:
         return "does not support distributed training (comm=...) yet"
     if type(trainer.optimizer) not in (SGD, Adam):
@@ -198,8 +200,9 @@ class ScheduledUpdate:
         for i, (p, g) in enumerate(zip(params, grads)):
             if isinstance(opt, Adam):
                 m, v = opt.state["m"][i], opt.state["v"][i]
-                self.ops.adam_update_scheduled(p, g, m, v, self.lr_schedule, self.step_counter, opt.beta1,
-                                               opt.beta2, opt.eps)
+                self.ops.adam_update_scheduled(
+                    p, g, m, v, self.lr_schedule, self.step_counter, opt.beta1, opt.beta2, opt.eps
+                )
             else:
                 opt.update(i, p, g)
 
@@ -242,11 +245,23 @@ class DeviceLoop:
         arrays = [X, T, *model.params, *(a for state in opt.state.values() for a in state)]
         for ws in workspaces:
             arrays += [*ws.Z, *ws.D[1:], ws.T, *ws.flat_grad_list()]
-        values = (X.shape, T.shape, config.loss, config.l2, config.clip_norm, tr.batch_size, opt.name,
-                  tuple(sorted(opt.hyper().items())))
+        values = (
+            X.shape,
+            T.shape,
+            config.loss,
+            config.l2,
+            config.clip_norm,
+            tr.batch_size,
+            opt.name,
+            tuple(sorted(opt.hyper().items())),
+        )
         old = self._bound
-        if old is not None and old[1] == values and len(old[0]) == len(arrays) and all(
-                a is b for a, b in zip(old[0], arrays)):
+        if (
+            old is not None
+            and old[1] == values
+            and len(old[0]) == len(arrays)
+            and all(a is b for a, b in zip(old[0], arrays))
+        ):
             return
         self.captured.clear()
         self._bound = (arrays, values)
@@ -267,8 +282,9 @@ class DeviceLoop:
         try:
             graph = capture(self.xp, self.stream, lambda: self._enqueue_step(rows))
         except GraphCaptureError as exc:
-            warnings.warn(f"CUDA graph capture failed: {exc}. Training goes on without CUDA graphs.",
-                          RuntimeWarning, stacklevel=4)
+            warnings.warn(
+                f"CUDA graph capture failed: {exc}. Training goes on without CUDA graphs.", RuntimeWarning, stacklevel=4
+            )
             self.graphs = False
             return None
         self.captured[rows] = graph

@@ -41,8 +41,14 @@ class DivergenceError(FloatingPointError):
     ``last_good_epoch`` / ``last_good_loss`` the epoch the model now holds and its loss.
     """
 
-    def __init__(self, message: str, epoch: int = 0, loss: float = math.nan, last_good_epoch: int = 0,
-                 last_good_loss: float | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        epoch: int = 0,
+        loss: float = math.nan,
+        last_good_epoch: int = 0,
+        last_good_loss: float | None = None,
+    ) -> None:
         super().__init__(message)
         self.epoch, self.loss = epoch, loss
         self.last_good_epoch, self.last_good_loss = last_good_epoch, last_good_loss
@@ -57,8 +63,16 @@ class Trainer:
     """
 
     def __init__(
-        self, model: MLP, loss: str, optimizer: Optimizer, l2: float, batch_size: int,
-        shuffle: bool, rng: np.random.Generator, reducer: Reducer | None = None, clip_norm: float | None = None,
+        self,
+        model: MLP,
+        loss: str,
+        optimizer: Optimizer,
+        l2: float,
+        batch_size: int,
+        shuffle: bool,
+        rng: np.random.Generator,
+        reducer: Reducer | None = None,
+        clip_norm: float | None = None,
     ) -> None:
         self.model, self.optimizer, self.rng = model, optimizer, rng
         self.batch_size, self.shuffle = batch_size, shuffle
@@ -144,16 +158,24 @@ def _divergence(model: MLP, loss: float, losses: list[float], threshold: float |
     if not math.isfinite(loss):
         return f"the epoch's loss is {loss}"
     if threshold is not None and losses and loss > threshold * max(1.0, losses[0]):
-        return (f"the epoch's loss {loss:.6g} is over divergence_threshold={threshold:g} times "
-                f"max(1, first epoch's loss {losses[0]:.6g})")
+        return (
+            f"the epoch's loss {loss:.6g} is over divergence_threshold={threshold:g} times "
+            f"max(1, first epoch's loss {losses[0]:.6g})"
+        )
     if not math.isfinite(float(model.ops.total(model.params))):
         return "a weight became NaN or infinite"
     return None
 
 
 def _divergence_error(
-    epoch: int, steps: str, why: str, loss: float, good: EpochState, history: dict[str, list[float]],
-    lr: float, path: str | None,
+    epoch: int,
+    steps: str,
+    why: str,
+    loss: float,
+    good: EpochState,
+    history: dict[str, list[float]],
+    lr: float,
+    path: str | None,
 ) -> DivergenceError:
     last = history["loss"][-1] if history["loss"] else None
     kept = f"the end of epoch {good.epoch} (loss {last:.6g})" if last is not None else "the start of training"
@@ -161,16 +183,40 @@ def _divergence_error(
     return DivergenceError(
         f"training diverged in epoch {epoch} ({steps}): {why}. The model keeps its weights from {kept}{saved}. "
         f"To fix: lower lr (this run: {lr:g}), clip gradients (e.g. clip_norm=1.0), or standardise X and the targets.",
-        epoch=epoch, loss=loss, last_good_epoch=good.epoch, last_good_loss=last,
+        epoch=epoch,
+        loss=loss,
+        last_good_epoch=good.epoch,
+        last_good_loss=last,
     )
 
 
 def fit(
-    model: MLP, X: Any, Y: Any, *, loss: str, optimizer: str | Optimizer, lr: float, momentum: float, nesterov: bool,
-    l2: float, epochs: int, batch_size: int | None, shuffle: bool, validation_data: tuple[Any, Any] | None,
-    early_stopping: bool, patience: int, seed: int | None, progress: bool, callbacks: Sequence[Callback], comm: Any,
-    clip_norm: float | None, divergence_threshold: float | None, checkpoint: str | os.PathLike[str] | None,
-    checkpoint_every: int, resume: str | os.PathLike[str] | Checkpoint | None, cuda_graph: bool | str,
+    model: MLP,
+    X: Any,
+    Y: Any,
+    *,
+    loss: str,
+    optimizer: str | Optimizer,
+    lr: float,
+    momentum: float,
+    nesterov: bool,
+    l2: float,
+    epochs: int,
+    batch_size: int | None,
+    shuffle: bool,
+    validation_data: tuple[Any, Any] | None,
+    early_stopping: bool,
+    patience: int,
+    seed: int | None,
+    progress: bool,
+    callbacks: Sequence[Callback],
+    comm: Any,
+    clip_norm: float | None,
+    divergence_threshold: float | None,
+    checkpoint: str | os.PathLike[str] | None,
+    checkpoint_every: int,
+    resume: str | os.PathLike[str] | Checkpoint | None,
+    cuda_graph: bool | str,
     allow_tf32: bool,
 ) -> dict[str, list[float]]:
     """Train ``model`` by minibatch gradient descent and return the per-epoch history.
@@ -226,15 +272,28 @@ checkpoint, checkpoint_every, resume, cuda_graph, allow_tf32
     reducer = make_reducer(comm, model.backend)
     if seed is not None:
         model.rng = np.random.default_rng(check_number(seed, "seed", integer=True, allow_zero=True))
-    config = {"loss": loss, "batch_size": batch_size, "shuffle": shuffle, "l2": l2, "clip_norm": clip_norm,
-              "n_samples": int(Xd.shape[0])}
+    config = {
+        "loss": loss,
+        "batch_size": batch_size,
+        "shuffle": shuffle,
+        "l2": l2,
+        "clip_norm": clip_norm,
+        "n_samples": int(Xd.shape[0]),
+    }
     ck = None
     if resume is not None:
         ck = resume if isinstance(resume, Checkpoint) else load_checkpoint(resume)
         apply_checkpoint(ck, model, opt, config)
     reducer.start(
-        model, data=(Xd.shape, None if val is None else val[0].shape), batch_size=batch_size, epochs=epochs,
-        loss=loss, optimizer=(opt.name, opt.hyper()), l2=l2, shuffle=bool(shuffle), stopping=(early_stopping, patience),
+        model,
+        data=(Xd.shape, None if val is None else val[0].shape),
+        batch_size=batch_size,
+        epochs=epochs,
+        loss=loss,
+        optimizer=(opt.name, opt.hyper()),
+        l2=l2,
+        shuffle=bool(shuffle),
+        stopping=(early_stopping, patience),
     )
     trainer = Trainer(model, loss, opt, l2, batch_size, shuffle, model.rng, reducer, clip_norm)
     trainer.device_loop = device_loop(trainer, cuda_graph, allow_tf32)

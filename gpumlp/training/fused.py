@@ -24,8 +24,9 @@ def can_fuse(ops: Any, optimizer: Optimizer, ranks: int, clip_norm: float | None
     return bool(ops.fused_update and optimizer.fusable and ranks == 1 and clip_norm is None)
 
 
-def backward_update(model: MLP, ws: Workspace, T: Any, loss: str, scale: float, l2: float,
-                    optimizer: Optimizer) -> None:
+def backward_update(
+    model: MLP, ws: Workspace, T: Any, loss: str, scale: float, l2: float, optimizer: Optimizer
+) -> None:
     """Backward pass of scale·Σ_n ℓ_n and one optimizer step, fused, after ``model.forward_into(ws)``.
 
     D_{l-1} is taken before W_l changes; each Z_{l-1} (l > 1) is spent as scratch by the last

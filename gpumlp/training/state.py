@@ -67,14 +67,21 @@ class EpochState:
     def save(self, path: str, history: dict[str, list[float]], config: dict[str, Any]) -> None:
         """Write this state as a checkpoint; the model and optimizer must hold it (just captured or restored)."""
         save_checkpoint(
-            path, self.model, self.optimizer, self.epoch, history, config=config,
-            best_loss=self.best_loss, waited=self.waited, best_weights=self.best_weights,
+            path,
+            self.model,
+            self.optimizer,
+            self.epoch,
+            history,
+            config=config,
+            best_loss=self.best_loss,
+            waited=self.waited,
+            best_weights=self.best_weights,
         )
 
     def rollback(self, history: dict[str, list[float]], path: str | None, config: dict[str, Any]) -> None:
         """:meth:`restore`, cut ``history`` back to this epoch, and checkpoint it to ``path`` if given."""
         self.restore()
         for values in history.values():
-            del values[self.epoch:]
+            del values[self.epoch :]
         if path is not None:
             self.save(path, history, config)

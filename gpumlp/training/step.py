@@ -66,8 +66,15 @@ class StepConfig:
     reducer: Reducer = field(default_factory=Reducer)  # sums the gradients of the ranks
 
 
-def train_step(model: MLP, ws: Workspace, batch: BatchSource, losses: LossAccumulator, update: UpdateRule,
-               config: StepConfig, denom: int) -> None:
+def train_step(
+    model: MLP,
+    ws: Workspace,
+    batch: BatchSource,
+    losses: LossAccumulator,
+    update: UpdateRule,
+    config: StepConfig,
+    denom: int,
+) -> None:
     """One gradient step on the batch ``batch`` puts into ``ws``, with the mean over ``denom`` rows.
 
     ``denom`` is the global batch's row count (a rank holds only its shard of it). ``update`` is

@@ -14,14 +14,15 @@ import zlib
 
 import numpy as np
 import pytest
-from agreement import HIDDEN, OUTPUT_LOSS, flat, rel, targets
-from cuda_emulator import EmulatedBackend, available
 
 import gpumlp as gm
 from gpumlp.optimizers import SGD, Adam
 from gpumlp.training import Trainer
 from gpumlp.training.cuda_graph import device_loop
 from gpumlp.workspace import Workspace
+
+from agreement import HIDDEN, OUTPUT_LOSS, flat, rel, targets
+from cuda_emulator import EmulatedBackend, available
 
 pytestmark = pytest.mark.skipif(not available(), reason="emulating CUDA kernels needs g++ on x86-64 Linux")
 

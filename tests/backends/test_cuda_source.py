@@ -87,8 +87,20 @@ def test_every_kernel_cupyops_launches_is_in_the_source(dtype):
     for act in ACTIVATIONS:
         for loss in LOSSES:
             assert f"delta_{act}_{loss}" in launched
-    assert {"bias_softmax", "col_sum", "axpy", "sgd", "sgd_momentum", "adam", "adam_scheduled", "gather_batch",
-            "advance", "sq_partial", "clip_factor", "scale_by"} <= launched
+    assert {
+        "bias_softmax",
+        "col_sum",
+        "axpy",
+        "sgd",
+        "sgd_momentum",
+        "adam",
+        "adam_scheduled",
+        "gather_batch",
+        "advance",
+        "sq_partial",
+        "clip_factor",
+        "scale_by",
+    } <= launched
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -109,8 +121,20 @@ def test_every_activation_and_loss_has_a_cuda_kernel():
         assert f"loss_{loss}" in names
     for act in set(OUTPUT_ACTIVATIONS) - {"softmax"}:
         assert {f"bias_act_{act}", f"backprop_{act}"} <= names
-    assert {"bias_softmax", "col_sum", "axpy", "sgd", "sgd_momentum", "adam", "adam_scheduled", "gather_batch",
-            "advance", "sq_partial", "clip_factor", "scale_by"} <= names
+    assert {
+        "bias_softmax",
+        "col_sum",
+        "axpy",
+        "sgd",
+        "sgd_momentum",
+        "adam",
+        "adam_scheduled",
+        "gather_batch",
+        "advance",
+        "sq_partial",
+        "clip_factor",
+        "scale_by",
+    } <= names
 
 
 def _nvrtc():

@@ -14,7 +14,6 @@ import zlib
 
 import numpy as np
 import pytest
-from agreement import HIDDEN, OUTPUT_LOSS, flat, rel, targets
 
 import gpumlp as gm
 from gpumlp.optimizers import SGD, Adam
@@ -22,6 +21,8 @@ from gpumlp.training import Trainer
 from gpumlp.training.cuda_graph import device_loop
 from gpumlp.training.step import LossTotal, RowBatches, train_step
 from gpumlp.workspace import Workspace
+
+from agreement import HIDDEN, OUTPUT_LOSS, flat, rel, targets
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not gm.has_gpu(), reason="no CUDA GPU (CuPy with a visible device)")]
 

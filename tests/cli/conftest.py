@@ -5,9 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from cli_support import write_csv
 
 from gpumlp.cli import main
+
+from cli_support import write_csv
 
 
 @pytest.fixture

@@ -10,9 +10,10 @@ import sys
 from pathlib import Path
 
 import pytest
-from cli_support import ROOT, run
 
 from gpumlp.cli import EXIT_BROKEN_PIPE, bench, main
+
+from cli_support import ROOT, run
 
 
 @pytest.mark.parametrize(
@@ -56,8 +57,11 @@ def test_bad_input_is_one_clear_line_and_exit_2(
     (trained / "narrow.csv").write_text("a,b,c\n1,2,3\n")
     (trained / "narrow_noheader.csv").write_text("1,2,3\n4,5,6\n")
     rows = (trained / "iris.csv").read_text().splitlines()
-    (trained / "features_only.csv").write_text("".join(  # the species column (2) removed
-        ",".join(c for i, c in enumerate(r.split(",")) if i != 2) + "\n" for r in rows))
+    (trained / "features_only.csv").write_text(
+        "".join(  # the species column (2) removed
+            ",".join(c for i, c in enumerate(r.split(",")) if i != 2) + "\n" for r in rows
+        )
+    )
     text = (trained / "iris.csv").read_text().replace("virginica", "rosa")
     (trained / "other_labels.csv").write_text(text)
     rc, out, err = run(capsys, *argv)
@@ -74,8 +78,12 @@ def test_closed_output_pipe_ends_quietly(tmp_path: Path) -> None:
     os.close(read_end)
     try:
         proc = subprocess.run(
-            [sys.executable, "-m", "gpumlp", "info", "--backend", "numpy"], stdout=write_end, stderr=subprocess.PIPE,
-            text=True, env={**os.environ, "PYTHONPATH": str(ROOT)}, cwd=tmp_path,
+            [sys.executable, "-m", "gpumlp", "info", "--backend", "numpy"],
+            stdout=write_end,
+            stderr=subprocess.PIPE,
+            text=True,
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
+            cwd=tmp_path,
         )
     finally:
         os.close(write_end)

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from cli_support import run
 
 
@@ -25,8 +26,9 @@ def test_csv_header_detection_missing_values_and_bom(workdir: Path, capsys: pyte
     assert rc == 0 and "12 training samples" in out and "2-128-2" in out, err
 
     (workdir / "bom.csv").write_text("\ufeffa,b,label\n" + "\n".join(rows) + "\n", encoding="utf-8")
-    rc, out, err = run(capsys, "train", "bom.csv", "--target", "label", "--epochs", "1", "--out", "b.npz",
-                        "--no-progress")
+    rc, out, err = run(
+        capsys, "train", "bom.csv", "--target", "label", "--epochs", "1", "--out", "b.npz", "--no-progress"
+    )
     assert rc == 0 and "12 training samples" in out, err
     rc, out, err = run(capsys, "train", "bom.csv", "--target", "a", "--no-progress")
     assert rc == 2 and "'label' (column 2) has the non-numeric value 'dog'" in err, err

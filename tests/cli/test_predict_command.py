@@ -9,15 +9,31 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from cli_support import LABELS, run, write_csv
 
 
 def test_train_predict_evaluate_plot_end_to_end(workdir: Path, capsys: pytest.CaptureFixture) -> None:
     X, labels = write_csv(workdir / "iris.csv")
     rc, out, err = run(
-        capsys, "train", "iris.csv", "--target", "species", "--hidden", "16,16", "--epochs", "30",
-        "--val-split", "0.2", "--out", "model.npz", "--plot", "loss.png",
-        "--backend", "numpy", "--no-progress",
+        capsys,
+        "train",
+        "iris.csv",
+        "--target",
+        "species",
+        "--hidden",
+        "16,16",
+        "--epochs",
+        "30",
+        "--val-split",
+        "0.2",
+        "--out",
+        "model.npz",
+        "--plot",
+        "loss.png",
+        "--backend",
+        "numpy",
+        "--no-progress",
     )
     assert rc == 0, err
     assert "val accuracy" in out and "saved model to model.npz" in out and err == ""

@@ -10,12 +10,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from cli_support import IRIS, ROOT, run, write_csv
-from mpi_launch import LAUNCHER, launch
 
 import gpumlp as gm
 from gpumlp.cli.bundle import CLI_MEAN, CLI_META, CLI_SCALE
 from gpumlp.progress import ProgressBar
+
+from cli_support import IRIS, ROOT, run, write_csv
+from mpi_launch import LAUNCHER, launch
 
 
 def test_resume_continues_exactly_with_the_same_scaling_and_classes(
@@ -69,14 +70,34 @@ def test_ctrl_c_rolls_back_checkpoints_and_exits_130(
 def test_clip_norm_bounds_the_step(workdir: Path, capsys: pytest.CaptureFixture) -> None:
     """One full-batch SGD step without momentum moves the weights by lr * min(C, ||g||) in global norm."""
     start = gm.MLP([2, 4, 2], hidden_activation="relu", output_activation="softmax", dtype="float64", seed=0)
-    argv = ["train", "xor", "--hidden", "4", "--optimizer", "sgd", "--lr", "0.1", "--batch-size", "full",
-            "--epochs", "1", "--dtype", "float64", "--backend", "numpy", "--no-progress"]
+    argv = [
+        "train",
+        "xor",
+        "--hidden",
+        "4",
+        "--optimizer",
+        "sgd",
+        "--lr",
+        "0.1",
+        "--batch-size",
+        "full",
+        "--epochs",
+        "1",
+        "--dtype",
+        "float64",
+        "--backend",
+        "numpy",
+        "--no-progress",
+    ]
     steps = {}
     for clip in (None, "0.01"):
         rc, out, err = run(capsys, *argv, "--out", f"clip{clip}.npz", *(["--clip-norm", clip] if clip else []))
         assert rc == 0, err
-        moved = [a - b for new, old in zip(gm.load(f"clip{clip}.npz").get_weights(), start.get_weights())
-                 for a, b in zip(new, old)]
+        moved = [
+            a - b
+            for new, old in zip(gm.load(f"clip{clip}.npz").get_weights(), start.get_weights())
+            for a, b in zip(new, old)
+        ]
         steps[clip] = np.sqrt(sum(float(np.sum(d * d)) for d in moved))
     assert steps[None] > 0.1 * 0.01  # the gradient norm exceeds C, so the clip is active
     np.testing.assert_allclose(steps["0.01"], 0.1 * 0.01, rtol=1e-9)
@@ -121,10 +142,17 @@ def test_distributed_without_mpi4py_is_one_line_and_exit_2(
 @pytest.mark.skipif(isinstance(LAUNCHER, str), reason=str(LAUNCHER))
 def test_bad_mpi_timeout_variable_is_named(tmp_path: Path) -> None:
     env = {**os.environ, "PYTHONPATH": str(ROOT), "GPUMLP_MPI_TIMEOUT": "soon"}
-    proc = subprocess.run([sys.executable, "-m", "gpumlp", "train", "xor", "--distributed", "--no-progress"],
-                          capture_output=True, text=True, env=env, cwd=tmp_path, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "gpumlp", "train", "xor", "--distributed", "--no-progress"],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=120,
+    )
     assert proc.returncode == 2 and proc.stderr == (
-        "gpumlp: error: $GPUMLP_MPI_TIMEOUT must be a number of seconds; got 'soon'\n"), proc.stderr
+        "gpumlp: error: $GPUMLP_MPI_TIMEOUT must be a number of seconds; got 'soon'\n"
+    ), proc.stderr
 
 
 @pytest.mark.mpi
@@ -132,8 +160,9 @@ def test_bad_mpi_timeout_variable_is_named(tmp_path: Path) -> None:
 def test_distributed_two_ranks_equal_one_process(workdir: Path, capsys: pytest.CaptureFixture) -> None:
     write_csv(workdir / "iris.csv")
     argv = ["train", *IRIS, "--epochs", "3", "--dtype", "float64"]
-    code, log, _ = launch(*argv, "--distributed", "--out", "two.npz", program=("-m", "gpumlp"),
-                          env={"PYTHONPATH": str(ROOT)})
+    code, log, _ = launch(
+        *argv, "--distributed", "--out", "two.npz", program=("-m", "gpumlp"), env={"PYTHONPATH": str(ROOT)}
+    )
     assert code == 0, log
     assert log.count("trained a") == 1 and "on numpy x 2 MPI processes: 3 epochs" in log  # rank 0 reports
     assert run(capsys, *argv, "--out", "one.npz")[0] == 0

@@ -121,8 +121,15 @@ def test_ctrl_c_mid_epoch_rolls_back_saves_and_reraises(tmp_path):
     path = tmp_path / "ck.npz"
     model = gm.MLP([6, 5, 3], backend="numpy", seed=0)
     with pytest.raises(KeyboardInterrupt):
-        model.fit(X, y, epochs=6, optimizer=InterruptAtStep(14, lr=0.05, momentum=0.8), checkpoint=path,
-                  checkpoint_every=100, **kw)  # step 14 is in epoch 4
+        model.fit(
+            X,
+            y,
+            epochs=6,
+            optimizer=InterruptAtStep(14, lr=0.05, momentum=0.8),
+            checkpoint=path,
+            checkpoint_every=100,
+            **kw,
+        )  # step 14 is in epoch 4
     _assert_same_weights(model, at_3)  # rolled back to the end of epoch 3, not left torn
     assert model.history["loss"] == h_unbroken["loss"][:3]
     ck = gm.load_checkpoint(path)
@@ -169,7 +176,12 @@ def test_checkpoint_contents_and_it_is_also_a_model_file(tmp_path):
         for saved, live in zip(ck.optimizer["state"][k], opt.state[k]):
             np.testing.assert_array_equal(saved, live)
     assert ck.config == {
-        "loss": "cross_entropy", "batch_size": 10, "shuffle": True, "l2": 0.0, "clip_norm": None, "n_samples": 40
+        "loss": "cross_entropy",
+        "batch_size": 10,
+        "shuffle": True,
+        "l2": 0.0,
+        "clip_norm": None,
+        "n_samples": 40,
     }
     _assert_same_weights(gm.load(tmp_path / "ck.npz", backend="numpy"), model)
 
@@ -246,8 +258,14 @@ _CHILD_TORN = textwrap.dedent("""
 @pytest.mark.parametrize("mode", ["torn", "before-rename"])
 def test_sigkill_during_a_checkpoint_write_leaves_the_previous_one_loadable(mode, tmp_path):
     path = str(tmp_path / "ck.npz")
-    proc = subprocess.run([sys.executable, "-c", _CHILD_TORN, path, mode], cwd=ROOT, capture_output=True, text=True,
-                          env={**os.environ, "PYTHONPATH": ROOT}, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-c", _CHILD_TORN, path, mode],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": ROOT},
+        timeout=120,
+    )
     assert proc.returncode == -signal.SIGKILL, proc.stdout + proc.stderr
     ck = gm.load_checkpoint(path)
     assert ck.epoch == 2
@@ -291,8 +309,13 @@ def test_sigkill_at_random_moments_of_a_checkpoint_loop(tmp_path):
     path = str(tmp_path / "ck.npz")
     base = gm.MLP([256, 512, 256], output_activation="sigmoid", backend="numpy", dtype="float64", seed=0).get_weights()
     for delay in rng.uniform(0.05, 0.4, 3):
-        proc = subprocess.Popen([sys.executable, "-c", _CHILD_LOOP, path], cwd=ROOT, stdout=subprocess.PIPE,
-                                env={**os.environ, "PYTHONPATH": ROOT}, text=True)
+        proc = subprocess.Popen(
+            [sys.executable, "-c", _CHILD_LOOP, path],
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            env={**os.environ, "PYTHONPATH": ROOT},
+            text=True,
+        )
         try:
             assert proc.stdout.readline().strip() == "ready"
             time.sleep(delay)

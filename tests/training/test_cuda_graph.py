@@ -8,11 +8,12 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
-from cuda_emulator import EmulatedCupy
 
 import gpumlp as gm
 from gpumlp.optimizers import Adam
 from gpumlp.training.cuda_graph import GraphCaptureError, capture, capture_unsupported, epoch_plan
+
+from cuda_emulator import EmulatedCupy
 
 
 def _data():
@@ -40,9 +41,14 @@ def test_cuda_graph_auto_on_numpy_trains_exactly_as_without_it():
         np.testing.assert_array_equal(ba, bb)
 
 
-@pytest.mark.parametrize("kw,error", [
-    ({"cuda_graph": "always"}, ValueError), ({"cuda_graph": 1}, TypeError), ({"allow_tf32": "yes"}, TypeError),
-])
+@pytest.mark.parametrize(
+    "kw,error",
+    [
+        ({"cuda_graph": "always"}, ValueError),
+        ({"cuda_graph": 1}, TypeError),
+        ({"allow_tf32": "yes"}, TypeError),
+    ],
+)
 def test_gpu_option_values_are_checked(kw, error):
     X, y = _data()
     with pytest.raises(error, match=next(iter(kw))):

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import distributed_worker as worker
 import numpy as np
 import pytest
-from mpi_launch import launch, mpi, needs_mpi
 
 import gpumlp as gm
 from gpumlp.distributed import shard
+
+import distributed_worker as worker
+from mpi_launch import launch, mpi, needs_mpi
 
 TOLERANCE = {"float64": 1e-10, "float32": 1e-5}
 
@@ -103,9 +104,9 @@ def test_workspace_gradients_pack_into_one_buffer(backend_name: str, rng: np.ran
     expected = gm.numerical_gradients(model, X, y)  # central differences, [dW_1, db_1, dW_2, db_2]
     packed, at = [], 0
     for g in expected:  # each gradient starts on a multiple of 64 elements; the gaps stay zero
-        packed.append(flat[at:at + g.size].reshape(g.shape))
+        packed.append(flat[at : at + g.size].reshape(g.shape))
         gap = -(-g.size // 64) * 64
-        assert not flat[at + g.size:at + gap].any()
+        assert not flat[at + g.size : at + gap].any()
         at += gap
     assert flat.size == at
     for got, want, view in zip(packed, expected, ws.flat_grad_list()):

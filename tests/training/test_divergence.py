@@ -158,8 +158,16 @@ def test_divergence_with_a_checkpoint_saves_the_last_good_epoch_and_resumes_with
             opt.lr = 1e6
 
     with pytest.raises(gm.DivergenceError, match="end of epoch 3 .*checkpoint .* holds them") as info:
-        model.fit(X, y, optimizer=opt, epochs=20, batch_size=16, checkpoint=path, checkpoint_every=100,
-                  callbacks=[blow_up_after_epoch_3])
+        model.fit(
+            X,
+            y,
+            optimizer=opt,
+            epochs=20,
+            batch_size=16,
+            checkpoint=path,
+            checkpoint_every=100,
+            callbacks=[blow_up_after_epoch_3],
+        )
     assert info.value.epoch == 4
     ck = gm.load_checkpoint(path)
     assert ck.epoch == 3 and len(ck.history["loss"]) == 3
@@ -191,7 +199,7 @@ def test_clip_norm_step_equals_a_hand_clipped_gradient_step():
     X, y = _classification(n=32)
     model = gm.MLP([4, 6, 3], backend="numpy", dtype="float64", seed=2)
     grads = model.gradients(X, y)  # checked against finite differences in test_gradients
-    norm = np.sqrt(sum(np.sum(dW ** 2) + np.sum(db ** 2) for dW, db in grads))
+    norm = np.sqrt(sum(np.sum(dW**2) + np.sum(db**2) for dW, db in grads))
     c, lr = 0.1 * norm, 0.5
     s = lr * (c / norm)
     want = [(W - s * dW, b - s * db) for (W, b), (dW, db) in zip(model.get_weights(), grads)]

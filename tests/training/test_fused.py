@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from agreement import max_rel_diff
 
 import gpumlp as gm
 from gpumlp.backends import Backend, _blas
 from gpumlp.backends.numpy_ops import NumpyOps
 from gpumlp.optimizers import SGD, Adam
 from gpumlp.training import Trainer
+
+from agreement import max_rel_diff
 
 
 def _data(n=200, d=7, k=3, seed=1):

@@ -1,27 +1,4 @@
-"""scikit-learn estimators backed by gpumlp: :class:`MLPClassifier` and :class:`MLPRegressor`.
-
-They take scikit-learn's parameter names with the same meanings (solvers "sgd" and "adam",
-learning-rate schedules, ``tol`` / ``n_iter_no_change`` stopping, early stopping on a held-out
-``validation_fraction`` scored by accuracy or R², ``warm_start``, ``partial_fit``) plus
-``backend`` ("auto" trains on a CUDA GPU when CuPy sees one) and ``dtype`` (None keeps float32
-input float32). Training runs in gpumlp's batched fit loop; the scikit-learn bookkeeping
-(``loss_curve_``, ``validation_scores_``, ``best_loss_``, the stopping rule) runs in an
-epoch callback. ``predict`` / ``predict_proba`` / ``score`` always return NumPy.
-
-Mapping of the regularisation: scikit-learn adds ``alpha / (2 * batch) * ||W||²`` to each
-batch loss; gpumlp's ``l2`` adds ``(l2 / 2) * ||W||²``, so ``l2 = alpha / batch_size`` gives the
-same gradients and the same ``loss_curve_``.
-
-Weights start from scikit-learn's initialisation drawn from ``random_state`` in its order, and
-the early-stopping split is the same; only the order of the minibatches differs.
-
-Differences from scikit-learn: no "lbfgs" solver, no ``sample_weight``, no sparse input; each ``fit``
-with ``warm_start=True`` restarts the no-improvement count, so it trains for up to ``max_iter``
-more epochs instead of stopping at once when the previous fit had stalled; a run that diverges
-raises :class:`gpumlp.DivergenceError` (a FloatingPointError) in the epoch where it happens, with
-the network and ``loss_curve_`` / ``n_iter_`` at the last good epoch, where scikit-learn raises a
-ValueError once ``max_iter`` is done.
-"""
+"""What MLPClassifier and MLPRegressor share: parameters, checks, the fit driver, pickling."""
 
 from __future__ import annotations
 
@@ -30,22 +7,18 @@ import warnings
 from typing import Any
 
 import numpy as np
-from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin, is_classifier
+from sklearn.base import BaseEstimator, is_classifier
 from sklearn.exceptions import ConvergenceWarning
-from sklearn.metrics import accuracy_score, r2_score
 from sklearn.model_selection import train_test_split
-from sklearn.preprocessing import LabelBinarizer
 from sklearn.utils import check_random_state
-from sklearn.utils.multiclass import check_classification_targets, type_of_target, unique_labels
-from sklearn.utils.validation import check_is_fitted, column_or_1d, validate_data
+from sklearn.utils.validation import check_is_fitted, validate_data
 
-from .backends import backend_of, to_numpy
-from .network import MLP, model_meta
-from .optimizers import SGD, Adam, Optimizer
-from .trainable import fit as _train
-from .validation import check_bool, check_choice, check_number
-
-__all__ = ["MLPClassifier", "MLPRegressor"]
+from ..backends import backend_of, to_numpy
+from ..network import MLP, model_meta
+from ..optimizers import SGD, Adam, Optimizer
+from ..trainable import fit as _train
+from ..validation import check_bool, check_choice, check_number
+from ._monitor import EpochMonitor
 
 # scikit-learn's activation names -> gpumlp's.
 ACTIVATIONS = {"identity": "identity", "logistic": "sigmoid", "tanh": "tanh", "relu": "relu"}
@@ -67,95 +40,7 @@ def _dtype_name(dtype: Any) -> str:
     return check_choice(dtype, "dtype", ("float32", "float64"))
 
 
-class _EpochMonitor:
-    """fit callback doing scikit-learn's per-epoch bookkeeping and stopping rule.
-
-    Records the loss, scores the validation split (early stopping) and keeps a device copy
-    of the best weights, applies the "invscaling" / "adaptive" learning-rate schedules, and
-    returns True (stop) once the monitored quantity has not improved by ``tol`` for more
-    than ``n_iter_no_change`` epochs.
-    """
-
-    def __init__(
-        self, est: "_BaseMLP", optimizer: Optimizer, n_samples: int, l2: float,
-        X_val: np.ndarray | None, y_val: np.ndarray | None,
-    ) -> None:
-        self.est, self.optimizer, self.n_samples, self.l2 = est, optimizer, n_samples, l2
-        model = est._model
-        self.X_val = None if X_val is None else model.backend.asarray(X_val, dtype=model.backend.dtype(model.dtype))
-        self.y_val = y_val
-        self.best_params: list[Any] | None = None
-        if X_val is not None and est.best_validation_score_ > -np.inf:
-            # A warm start: the previous fit left the model at its best weights; keep them unless beaten.
-            self.best_params = model.snapshot()
-        self.converged = False
-        self._before: tuple[dict[str, Any], list[tuple[list, int]], tuple[Any, ...]] | None = None
-
-    def __call__(self, model: MLP, epoch: int, logs: dict) -> bool:
-        est = self.est
-        names = ("n_iter_", "t_", "loss_", "best_loss_", "best_validation_score_", "_no_improvement_count")
-        curves = (est.loss_curve_, est.validation_scores_, est.validation_loss_curve_)
-        self._before = (
-            {k: getattr(est, k, None) for k in names},
-            [(c, len(c)) for c in curves if c is not None],
-            (self.best_params, self.optimizer.lr, self.converged),
-        )
-        est.n_iter_ += 1
-        est.t_ += self.n_samples
-        est.loss_ = est._reported_loss(logs["loss"], self.l2)
-        est.loss_curve_.append(est.loss_)
-        if "val_loss" in logs:
-            est.validation_loss_curve_.append(est._reported_loss(logs["val_loss"], self.l2))
-        if est.verbose:
-            print(f"Iteration {est.n_iter_}, loss = {est.loss_:.8f}")
-        if self.X_val is not None:
-            score = est._score_output(model.backend.to_numpy(model.forward(self.X_val)), self.y_val)
-            est.validation_scores_.append(score)
-            if est.verbose:
-                print(f"Validation score: {score:f}")
-            improved = not score < est.best_validation_score_ + est.tol
-            if score > est.best_validation_score_:
-                est.best_validation_score_ = score
-                self.best_params = model.snapshot()
-        else:
-            improved = not est.loss_ > est.best_loss_ - est.tol
-            est.best_loss_ = min(est.best_loss_, est.loss_)
-        est._no_improvement_count = 0 if improved else est._no_improvement_count + 1
-        sgd = est.solver == "sgd"
-        if sgd and est.learning_rate == "invscaling":
-            self.optimizer.lr = est.learning_rate_init / (est.t_ + 1) ** est.power_t
-        if est._no_improvement_count <= est.n_iter_no_change:
-            return False
-        what = "Validation score" if self.X_val is not None else "Training loss"
-        msg = f"{what} did not improve more than tol={est.tol:f} for {est.n_iter_no_change} consecutive epochs."
-        if sgd and est.learning_rate == "adaptive" and self.optimizer.lr > 1e-6:
-            self.optimizer.lr /= 5.0
-            est._no_improvement_count = 0
-            if est.verbose:
-                print(f"{msg} Setting learning rate to {self.optimizer.lr:f}")
-            return False
-        if est.verbose:
-            print(f"{msg} Stopping.")
-        self.converged = True
-        return True
-
-    def undo_epoch(self) -> None:
-        """Put the estimator's bookkeeping back to before the last call (its epoch was rolled back)."""
-        if self._before is None:
-            return
-        attributes, lengths, (self.best_params, self.optimizer.lr, self.converged) = self._before
-        for name, value in attributes.items():
-            setattr(self.est, name, value)
-        for curve, n in lengths:
-            del curve[n:]
-
-    def restore_best(self) -> None:
-        """Put the best-scoring weights back (early stopping), as scikit-learn does."""
-        if self.best_params is not None:
-            self.est._model.restore(self.best_params)
-
-
-class _BaseMLP(BaseEstimator):
+class BaseMLP(BaseEstimator):
     """Shared parameters, validation, training loop and pickling of the two estimators."""
 
     def __init__(
@@ -165,7 +50,7 @@ class _BaseMLP(BaseEstimator):
         *,
         solver: str = "adam",
         alpha: float = 0.0001,
-        batch_size: "int | str" = "auto",
+        batch_size: int | str = "auto",
         learning_rate: str = "constant",
         learning_rate_init: float = 0.001,
         power_t: float = 0.5,
@@ -259,7 +144,7 @@ class _BaseMLP(BaseEstimator):
         return SGD(lr=self.learning_rate_init, momentum=self.momentum, nesterov=nesterov)
 
     # ----- fitting ----------------------------------------------------------------------
-    def _fit(self, X: Any, y: Any, incremental: bool) -> "_BaseMLP":
+    def _fit(self, X: Any, y: Any, incremental: bool) -> BaseMLP:
         self._check_params()
         if self.early_stopping and incremental:
             raise ValueError("partial_fit does not support early_stopping=True")
@@ -302,15 +187,23 @@ class _BaseMLP(BaseEstimator):
         l2 = self.alpha / batch_size
         # A fresh network shuffles with a seed from random_state; later calls continue its RNG.
         seed = int(random_state.randint(np.iinfo(np.int32).max)) if first_pass else None
-        monitor = _EpochMonitor(self, self._optimizer, n, l2, X_val, y_val)
+        monitor = EpochMonitor(self, self._optimizer, n, l2, X_val, y_val)
         self.n_iter_ = 0
         if not incremental:
             self._no_improvement_count = 0
         try:
             _train(
-                self._model, X, Y, optimizer=self._optimizer, l2=l2, epochs=1 if incremental else self.max_iter,
-                batch_size=batch_size, shuffle=bool(self.shuffle), seed=seed,
-                validation_data=None if X_val is None else (X_val, Y_val), callbacks=[monitor],
+                self._model,
+                X,
+                Y,
+                optimizer=self._optimizer,
+                l2=l2,
+                epochs=1 if incremental else self.max_iter,
+                batch_size=batch_size,
+                shuffle=bool(self.shuffle),
+                seed=seed,
+                validation_data=None if X_val is None else (X_val, Y_val),
+                callbacks=[monitor],
             )
         except KeyboardInterrupt:  # fit put the model back to its last complete epoch
             if self.n_iter_ > len(self._model.history.get("loss", ())):
@@ -333,8 +226,12 @@ class _BaseMLP(BaseEstimator):
         output = "sigmoid" if self.out_activation_ == "logistic" else self.out_activation_
         sizes = [n_features, *self._hidden_sizes(), n_outputs]
         self._model = MLP(
-            sizes, hidden_activation=ACTIVATIONS[self.activation], output_activation=output, dtype=dtype,
-            backend=self.backend, seed=0,
+            sizes,
+            hidden_activation=ACTIVATIONS[self.activation],
+            output_activation=output,
+            dtype=dtype,
+            backend=self.backend,
+            seed=0,
         )
         # scikit-learn's initialisation, drawn in its order: Glorot uniform for W and b.
         factor = 2.0 if self.activation == "logistic" else 6.0
@@ -411,7 +308,9 @@ class _BaseMLP(BaseEstimator):
         model = state.pop("_model", None)
         if model is not None:
             state["_model_state"] = {
-                "meta": model_meta(model), "weights": model.get_weights(), "rng": model.rng.bit_generator.state,
+                "meta": model_meta(model),
+                "weights": model.get_weights(),
+                "rng": model.rng.bit_generator.state,
             }
         optimizer = state.pop("_optimizer", None)
         if optimizer is not None:
@@ -440,142 +339,3 @@ class _BaseMLP(BaseEstimator):
             optimizer = _OPTIMIZERS[optimizer_state["name"]](**optimizer_state["hyper"])
             optimizer.load_state_dict(optimizer_state, model.params, model.backend)
             self._optimizer = optimizer
-
-
-class MLPClassifier(ClassifierMixin, _BaseMLP):
-    """Multi-layer perceptron classifier on NumPy or a CUDA GPU, with scikit-learn's interface.
-
-    Softmax output and cross-entropy for multiclass targets, one logistic output for binary
-    targets and one logistic output per label for multilabel indicator targets, as in
-    ``sklearn.neural_network.MLPClassifier``. Besides scikit-learn's fitted attributes it
-    sets ``validation_loss_curve_``: the validation-split loss per epoch when
-    ``early_stopping=True`` (None otherwise).
-    """
-
-    def _output_activation(self) -> str:
-        return "softmax" if self._label_binarizer.y_type_ == "multiclass" else "logistic"
-
-    def _validate_input(self, X: Any, y: Any, incremental: bool, reset: bool) -> tuple[np.ndarray, np.ndarray]:
-        X, y = validate_data(self, X, y, multi_output=True, dtype=(np.float64, np.float32), reset=reset)
-        if y.ndim == 2 and y.shape[1] == 1:
-            y = column_or_1d(y, warn=True)
-        check_classification_targets(y)
-        if not hasattr(self, "classes_") or (not self.warm_start and not incremental):
-            self._label_binarizer = LabelBinarizer()
-            self._label_binarizer.fit(y)
-            self.classes_ = self._label_binarizer.classes_
-        else:
-            classes = unique_labels(y)
-            if self.warm_start and not incremental:
-                if set(classes) != set(self.classes_):
-                    raise ValueError(
-                        "warm_start can only be used where `y` has the same classes as in the previous call to "
-                        f"fit. Previously got {self.classes_}, `y` has {classes}"
-                    )
-            elif len(np.setdiff1d(classes, self.classes_, assume_unique=True)):
-                raise ValueError(
-                    f"`y` has classes not in `self.classes_`. `self.classes_` has {self.classes_}. 'y' has {classes}."
-                )
-        return X, self._label_binarizer.transform(y)
-
-    def _targets_for_score(self, Y: np.ndarray) -> np.ndarray:
-        return self._label_binarizer.inverse_transform(Y)
-
-    def _score_output(self, out: np.ndarray, y_true: np.ndarray) -> float:
-        if not np.isfinite(out).all():
-            return float("nan")
-        return float(accuracy_score(y_true, self._labels(out)))
-
-    def _labels(self, out: np.ndarray) -> np.ndarray:
-        return self._label_binarizer.inverse_transform(out.ravel() if self.n_outputs_ == 1 else out)
-
-    def fit(self, X: Any, y: Any) -> "MLPClassifier":
-        """Train on X (n_samples, n_features) and labels y (n_samples,) or a multilabel indicator matrix."""
-        return self._fit(X, y, incremental=False)
-
-    def partial_fit(self, X: Any, y: Any, classes: Any = None) -> "MLPClassifier":
-        """One epoch over (X, y), keeping weights and optimizer state; ``classes`` is required on the first call."""
-        if getattr(self, "classes_", None) is None:
-            if classes is None:
-                raise ValueError("classes must be passed on the first call to partial_fit.")
-            self._label_binarizer = LabelBinarizer()
-            self._label_binarizer.fit(y if type_of_target(y).startswith("multilabel") else classes)
-            self.classes_ = self._label_binarizer.classes_
-        elif classes is not None and not np.array_equal(self.classes_, unique_labels(classes)):
-            raise ValueError(
-                f"`classes={classes!r}` is not the same as on last call to partial_fit, was: {self.classes_!r}"
-            )
-        return self._fit(X, y, incremental=True)
-
-    def predict(self, X: Any) -> np.ndarray:
-        """Predicted class labels (a NumPy array, also after GPU training)."""
-        return self._labels(self._output(X))
-
-    def predict_proba(self, X: Any) -> np.ndarray:
-        """Class probabilities (n_samples, n_classes) in the order of ``classes_``, as NumPy."""
-        out = self._output(X)
-        if self.n_outputs_ == 1:
-            p = out.ravel()
-            return np.vstack([1 - p, p]).T
-        return out
-
-    def predict_log_proba(self, X: Any) -> np.ndarray:
-        """Log of :meth:`predict_proba`."""
-        proba = self.predict_proba(X)
-        return np.log(proba, out=proba)
-
-    def __sklearn_tags__(self) -> Any:
-        tags = super().__sklearn_tags__()
-        tags.classifier_tags.multi_label = True
-        return tags
-
-
-class MLPRegressor(RegressorMixin, _BaseMLP):
-    """Multi-layer perceptron regressor (identity output, squared error) with scikit-learn's interface.
-
-    ``loss_curve_`` is scikit-learn's half mean squared error (averaged over outputs) plus the
-    ``alpha`` term. Besides scikit-learn's fitted attributes it sets
-    ``validation_loss_curve_``: the validation-split loss per epoch when ``early_stopping=True``.
-    """
-
-    def _output_activation(self) -> str:
-        return "identity"
-
-    def _validate_input(self, X: Any, y: Any, incremental: bool, reset: bool) -> tuple[np.ndarray, np.ndarray]:
-        X, y = validate_data(self, X, y, multi_output=True, y_numeric=True, dtype=(np.float64, np.float32), reset=reset)
-        if y.ndim == 2 and y.shape[1] == 1:
-            y = column_or_1d(y, warn=True)
-        return X, y.reshape(-1, 1) if y.ndim == 1 else y
-
-    def _reported_loss(self, loss: float, l2: float) -> float:
-        # gpumlp sums ½(ŷ−y)² over outputs; scikit-learn averages it over them.
-        if self.n_outputs_ == 1:
-            return float(loss)
-        penalty = self._model.l2_penalty(l2)
-        return (float(loss) - penalty) / self.n_outputs_ + penalty
-
-    def _targets_for_score(self, Y: np.ndarray) -> np.ndarray:
-        return Y
-
-    def _score_output(self, out: np.ndarray, y_true: np.ndarray) -> float:
-        if not np.isfinite(out).all():
-            return float("nan")
-        return float(r2_score(y_true, out))
-
-    def fit(self, X: Any, y: Any) -> "MLPRegressor":
-        """Train on X (n_samples, n_features) and targets y (n_samples,) or (n_samples, n_outputs)."""
-        return self._fit(X, y, incremental=False)
-
-    def partial_fit(self, X: Any, y: Any) -> "MLPRegressor":
-        """One epoch over (X, y), keeping weights and optimizer state."""
-        return self._fit(X, y, incremental=True)
-
-    def predict(self, X: Any) -> np.ndarray:
-        """Predictions as NumPy: (n_samples,) for a single output, else (n_samples, n_outputs)."""
-        out = self._output(X)
-        return out.ravel() if out.shape[1] == 1 else out
-
-    def __sklearn_tags__(self) -> Any:
-        tags = super().__sklearn_tags__()
-        tags.target_tags.multi_output = True
-        return tags

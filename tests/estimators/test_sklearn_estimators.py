@@ -22,8 +22,9 @@ from sklearn.preprocessing import StandardScaler  # noqa: E402
 from sklearn.utils.estimator_checks import parametrize_with_checks  # noqa: E402
 
 import gpumlp as gm  # noqa: E402
-from gpumlp import sklearn as gm_sklearn  # noqa: E402
 from gpumlp.sklearn import MLPClassifier, MLPRegressor  # noqa: E402
+from gpumlp.sklearn._monitor import EpochMonitor  # noqa: E402
+
 
 @pytest.fixture(autouse=True)
 def _quiet_convergence():
@@ -164,11 +165,18 @@ def test_warm_start_with_early_stopping_keeps_the_best_weights_of_all_fits(digit
     weights of that best score, as scikit-learn's (whose _best_coefs outlive the fit)."""
     X_tr, X_te, y_tr, _ = digits
     X_tr, y_tr = X_tr[:400] / 16.0, y_tr[:400]
-    clf = MLPClassifier(hidden_layer_sizes=(32,), max_iter=60, early_stopping=True, n_iter_no_change=2,
-                        learning_rate_init=0.05, warm_start=True, random_state=0).fit(X_tr, y_tr)
+    clf = MLPClassifier(
+        hidden_layer_sizes=(32,),
+        max_iter=60,
+        early_stopping=True,
+        n_iter_no_change=2,
+        learning_rate_init=0.05,
+        warm_start=True,
+        random_state=0,
+    ).fit(X_tr, y_tr)
     best, proba = clf.best_validation_score_, clf.predict_proba(X_te)
     clf.set_params(learning_rate_init=1.0).fit(X_tr, y_tr)  # far too large: every epoch scores worse
-    assert clf.best_validation_score_ == best and max(clf.validation_scores_[-clf.n_iter_:]) < best
+    assert clf.best_validation_score_ == best and max(clf.validation_scores_[-clf.n_iter_ :]) < best
     np.testing.assert_array_equal(clf.predict_proba(X_te), proba)
 
 
@@ -235,7 +243,7 @@ def test_ctrl_c_keeps_the_last_complete_epoch(digits, monkeypatch):
     """A Ctrl-C inside epoch 3's bookkeeping: fit rolls back to epoch 2, and so do n_iter_ and the curves."""
     X_tr, X_te, y_tr, _ = digits
     X_tr, y_tr = X_tr[:300] / 16.0, y_tr[:300]
-    record = gm_sklearn._EpochMonitor.__call__
+    record = EpochMonitor.__call__
 
     def interrupt_in_epoch_3(monitor, model, epoch, logs):
         record(monitor, model, epoch, logs)
@@ -245,7 +253,7 @@ def test_ctrl_c_keeps_the_last_complete_epoch(digits, monkeypatch):
     params = dict(hidden_layer_sizes=(32,), learning_rate_init=0.01, early_stopping=True, random_state=0)
     two = MLPClassifier(max_iter=2, **params).fit(X_tr, y_tr)
     assert MLPClassifier(max_iter=3, **params).fit(X_tr, y_tr).best_validation_score_ > two.best_validation_score_
-    monkeypatch.setattr(gm_sklearn._EpochMonitor, "__call__", interrupt_in_epoch_3)
+    monkeypatch.setattr(EpochMonitor, "__call__", interrupt_in_epoch_3)
     with pytest.warns(UserWarning, match="interrupted"):
         clf = MLPClassifier(max_iter=10, **params).fit(X_tr, y_tr)
     assert clf.n_iter_ == 2 and clf.t_ == two.t_
