@@ -628,14 +628,14 @@ CASES: list[Case] = [
         "a weight array missing",
         lambda c: gm.load(c.with_array("miss.npz", "b1", None)),
         ValueError,
-        "inconsistent gpumlp model: 'b1'",
+        "inconsistent gpumlp model: array 'b1' is missing",
     ),
     Case(
         "load",
         "a weight array of the wrong shape",
         lambda c: gm.load(c.with_array("shape.npz", "W0", np.zeros((2, 4)))),
         ValueError,
-        r"inconsistent gpumlp model: weights\[0\] W must have shape \(5, 4\)",
+        r"inconsistent gpumlp model: W0 must have shape \(5, 4\) for sizes \[5, 4, 3\]; got \(2, 4\)",
     ),
     Case(
         "load",
