@@ -49,9 +49,7 @@ def resolve_target(path: str | os.PathLike[str], name: str) -> str:
     return os.path.realpath(path) if os.path.islink(path) else path
 
 
-def check_output_path(
-    path: str | os.PathLike[str], name: str = "path", inputs: Iterable[tuple[str, Any]] = ()
-) -> str:
+def check_output_path(path: str | os.PathLike[str], name: str = "path", inputs: Iterable[tuple[str, Any]] = ()) -> str:
     """Check that ``path`` can be written by :func:`atomic_write`; returns it as a str.
 
     Parameters

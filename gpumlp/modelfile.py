@@ -241,7 +241,9 @@ def _read_zip(zf: zipfile.ZipFile, path: str, unreadable: str) -> tuple[dict[str
                 "the metadata, the weights W<i> and b<i>, and a checkpoint's or the command line's own arrays"
             )
         if shape != want:
-            raise ValueError(f"{inconsistent}: {key} must have shape {want} for sizes {list(meta['sizes'])}; got {shape}")
+            raise ValueError(
+                f"{inconsistent}: {key} must have shape {want} for sizes {list(meta['sizes'])}; got {shape}"
+            )
         total += int(np.prod(shape, dtype=object)) * dtype.itemsize
     check_fits(total, None, f"{path!r} (layer sizes {list(meta['sizes'])})")
     arrays = {key: _read_array(zf, members[key], unreadable) for key in headers if key != _META_KEY}
