@@ -219,9 +219,6 @@ def _read_zip(zf: zipfile.ZipFile, path: str, unreadable: str) -> tuple[dict[str
                 )
         if key == _META_KEY:
             meta = _decode_meta(_read_array(zf, members[key], unreadable), path)
-    odd = [f"{k} ({d})" for k, (_, d) in headers.items() if k not in _JSON_MEMBERS and d.kind != "f"]
-    if odd:
-        raise ValueError(f"{path!r} holds non-float arrays where weights belong: {', '.join(odd)}")
     inconsistent = f"{path!r} holds an inconsistent gpumlp model"
     try:
         required, params = member_shapes(meta)
@@ -230,16 +227,21 @@ def _read_zip(zf: zipfile.ZipFile, path: str, unreadable: str) -> tuple[dict[str
     missing = [k for k in required if k not in members]
     if missing:
         raise ValueError(f"{inconsistent}: array {missing[0]!r} is missing")
+    wanted = {key: required.get(key) or _allowed_shape(key, meta, params) for key in headers}
+    unknown = [key for key, want in wanted.items() if want is None and key not in _JSON_MEMBERS]
+    if unknown:
+        raise ValueError(
+            f"{inconsistent}: it holds an array {unknown[0]!r} that the format does not have; gpumlp reads only "
+            "the metadata, the weights W<i> and b<i>, and a checkpoint's or the command line's own arrays"
+        )
+    odd = [f"{k} ({d})" for k, (_, d) in headers.items() if k not in _JSON_MEMBERS and d.kind != "f"]
+    if odd:
+        raise ValueError(f"{path!r} holds non-float arrays where weights belong: {', '.join(odd)}")
     total = 0
     for key, (shape, dtype) in headers.items():
+        want = wanted[key]
         if key in _JSON_MEMBERS:
             continue
-        want = required.get(key) or _allowed_shape(key, meta, params)
-        if want is None:
-            raise ValueError(
-                f"{inconsistent}: it holds an array {key!r} that the format does not have; gpumlp reads only "
-                "the metadata, the weights W<i> and b<i>, and a checkpoint's or the command line's own arrays"
-            )
         if shape != want:
             raise ValueError(
                 f"{inconsistent}: {key} must have shape {want} for sizes {list(meta['sizes'])}; got {shape}"

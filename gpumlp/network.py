@@ -48,7 +48,7 @@ class Layer:
         return f"Layer(W{tuple(self.W.shape)}, b{tuple(self.b.shape)})"
 
 
-_INIT_CHUNK = 1 << 20  # values drawn per float64 chunk when initialising: the float64 temporary stays at 8 MB
+_INIT_CHUNK = 1 << 18  # values drawn per float64 chunk when initialising: the float64 temporary stays at 2 MB
 
 
 def _init_weights(rng: np.random.Generator, fan_in: int, fan_out: int, activation: str, dtype: str) -> np.ndarray:
