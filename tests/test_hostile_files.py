@@ -295,3 +295,18 @@ def test_predict_and_loss_evaluate_in_chunks_with_bounded_temporaries():
     ref = _reference_forward(model, X)
     np.testing.assert_allclose(P, ref, rtol=1e-4, atol=1e-6)
     assert E == pytest.approx(-np.mean(np.log(ref[np.arange(n), y])), rel=1e-5)
+
+
+def test_every_kind_of_integer_is_accepted_and_returned_as_int():
+    from gpumlp.validation import check_number
+
+    class Index:
+        def __index__(self):
+            return 4
+
+    for value in (np.int8(4), np.uint64(4), np.int64(4), Index(), np.array(4)):
+        got = check_number(value, "n", integer=True)
+        assert got == 4 and type(got) is int
+    for value in (np.bool_(True), True, np.float64(4.0), 4.0, "4"):
+        with pytest.raises(TypeError, match="n must be an integer"):
+            check_number(value, "n", integer=True)
