@@ -99,3 +99,16 @@ def test_a_model_too_large_for_memory_is_exit_2_with_both_numbers(workdir, capsy
     assert "training a 4-100000000-3 MLP needs about" in err and "but only 1 GB is available on the host" in err
     needed = float(err.split("needs about ")[1].split(" GB")[0])
     assert needed > 3.2  # the float32 weights and biases alone: (4 + 1 + 3) x 10^8 x 4 bytes = 3.2 GB
+
+
+def test_an_unestimated_memory_error_is_one_line_and_exit_2(workdir, capsys, monkeypatch):
+    import gpumlp.cli.train as train
+
+    write_csv(workdir / "iris.csv")
+
+    def out_of_memory(*args, **kwargs):
+        raise MemoryError("Unable to allocate 7.28 TiB for an array with shape (1000000, 1000000)")
+
+    monkeypatch.setattr(train, "MLP", out_of_memory)
+    rc, out, err = run(capsys, "train", "iris.csv", "--target", "species", "--no-progress")
+    assert rc == 2 and err == "gpumlp: error: Unable to allocate 7.28 TiB for an array with shape (1000000, 1000000)\n"
