@@ -20,18 +20,18 @@ from typing import Any
 
 import numpy as np
 
+from . import evaluation
 from .activations import HIDDEN_ACTIVATIONS, OUTPUT_ACTIVATIONS
 from .backends import Backend, backend_of, get_backend, to_numpy
+from .initializers import init_weights
 from .losses import AUTO_LOSS, LOSSES, PROBABILITY_OUTPUTS
 from .memory import check_fits, model_bytes
 from .modelfile import read_npz, write_npz
 from .trainable import Trainable
-from .validation import all_finite, as_array, check_choice, check_inputs, check_number, check_sizes, check_targets
+from .validation import as_array, check_choice, check_inputs, check_number, check_sizes, check_targets, check_weights
 from .workspace import Workspace
 
 DTYPES = ("float32", "float64")
-EVAL_CHUNK_ROWS = 8192  # predict / loss / forward evaluate at most this many rows at a time
-EVAL_CHUNK_BYTES = 32 << 20  # ... and fewer where one layer output of that many rows would exceed this
 MAX_WORKSPACES = 4  # batch shapes whose buffers a model keeps (an epoch uses two: full and remainder)
 
 
@@ -46,29 +46,6 @@ class Layer:
 
     def __repr__(self) -> str:
         return f"Layer(W{tuple(self.W.shape)}, b{tuple(self.b.shape)})"
-
-
-_INIT_CHUNK = 1 << 18  # values drawn per float64 chunk when initialising: the float64 temporary stays at 2 MB
-
-
-def _init_weights(rng: np.random.Generator, fan_in: int, fan_out: int, activation: str, dtype: str) -> np.ndarray:
-    """He normal for relu, Glorot uniform otherwise, as a host array of ``dtype``.
-
-    The values are drawn in float64 a chunk of rows at a time and cast per chunk, so the numbers
-    are those of one float64 draw of the whole matrix (the generator's stream is sequential)
-    without a float64 temporary of the full size.
-    """
-    out = np.empty((fan_in, fan_out), dtype=dtype)
-    rows = max(1, _INIT_CHUNK // max(fan_out, 1))
-    scale = np.sqrt(2.0 / fan_in)
-    limit = np.sqrt(6.0 / (fan_in + fan_out))
-    for start in range(0, fan_in, rows):
-        shape = (min(rows, fan_in - start), fan_out)
-        if activation == "relu":
-            out[start : start + shape[0]] = rng.standard_normal(shape) * scale
-        else:
-            out[start : start + shape[0]] = rng.uniform(-limit, limit, shape)
-    return out
 
 
 class MLP(Trainable):
@@ -110,25 +87,17 @@ class MLP(Trainable):
     ) -> None:
         self._configure(sizes, hidden_activation, output_activation, dtype, backend, seed)
         host = (
-            (_init_weights(self.rng, n_in, n_out, act, self.dtype), np.zeros(n_out, dtype=self.dtype))
+            (init_weights(self.rng, n_in, n_out, act, self.dtype), np.zeros(n_out, dtype=self.dtype))
             for n_in, n_out, act in zip(self.sizes[:-1], self.sizes[1:], self.activations)
         )
         self.layers = [Layer(*(self.to_device(a) for a in wb)) for wb in host]
 
-    def _configure(
-        self,
-        sizes: Sequence[int],
-        hidden_activation: str,
-        output_activation: str,
-        dtype: Any,
-        backend: str | Backend,
-        seed: Any,
-    ) -> None:
+    def _configure(self, sizes: Any, hidden: str, output: str, dtype: Any, backend: Any, seed: Any) -> None:
         """Check and set everything but the weights; refuse a model too large for the memory available."""
         self.sizes = check_sizes(sizes)
-        self.hidden_activation = check_choice(hidden_activation, "hidden_activation", HIDDEN_ACTIVATIONS)
-        self.output_activation = check_choice(output_activation, "output_activation", OUTPUT_ACTIVATIONS)
-        if output_activation == "softmax" and self.sizes[-1] < 2:
+        self.hidden_activation = check_choice(hidden, "hidden_activation", HIDDEN_ACTIVATIONS)
+        self.output_activation = check_choice(output, "output_activation", OUTPUT_ACTIVATIONS)
+        if output == "softmax" and self.sizes[-1] < 2:
             raise ValueError("output_activation='softmax' needs at least 2 outputs; use 'sigmoid' for one output")
         name = str(np.dtype(dtype)) if isinstance(dtype, (type, np.dtype)) else dtype
         self.dtype = check_choice(name, "dtype", DTYPES)
@@ -289,56 +258,21 @@ class MLP(Trainable):
         T = check_targets(Y, X.shape[0], loss, self.n_outputs, names[1])
         return self.to_device(X), self.to_device(T), loss
 
-    def chunk_rows(self) -> int:
-        """Rows per chunk when evaluating many samples: at most :data:`EVAL_CHUNK_ROWS`, and few enough
-        that one layer's output of the widest layer stays under :data:`EVAL_CHUNK_BYTES`."""
-        per_row = max(self.sizes) * np.dtype(self.dtype).itemsize
-        return max(1, min(EVAL_CHUNK_ROWS, EVAL_CHUNK_BYTES // per_row))
-
-    def _chunks(self, n: int) -> list[tuple[int, int]]:
-        rows = self.chunk_rows()
-        return [(start, min(start + rows, n)) for start in range(0, n, rows)]
-
-    def _forward_rows(self, X: Any, start: int, stop: int) -> Any:
-        """Ŷ of rows start … stop - 1 of a checked X (any array kind), on this backend."""
-        return self.forward_into(Workspace.unbuffered(self, self.to_device(X[start:stop, ...])))
-
     def forward(self, X: Any) -> Any:
-        """Network output Ŷ (n_samples, n_outputs), on the model's backend, for inputs X (n_samples, n_features).
-
-        Evaluated in chunks of :meth:`chunk_rows` rows, so the temporaries stay bounded whatever n.
-        """
-        X = check_inputs(X, self.n_features)
-        n = X.shape[0]
-        if n <= self.chunk_rows():
-            return self._forward_rows(X, 0, n)
-        out = self.ops.alloc((n, self.n_outputs), self.xp_dtype)
-        for start, stop in self._chunks(n):
-            out[start:stop, ...] = self._forward_rows(X, start, stop)
-        return out
+        """Network output Ŷ (n_samples, n_outputs), on the model's backend, for inputs X (n_samples, n_features);
+        evaluated in chunks of rows (:mod:`gpumlp.evaluation`)."""
+        return evaluation.forward(self, check_inputs(X, self.n_features))
 
     def predict(self, X: Any) -> Any:
         """Network output Ŷ (n_samples, n_outputs) for X (n_samples, n_features), returned as the same
-        kind of array as X (NumPy in, NumPy out): probabilities for softmax/sigmoid outputs.
-
-        Evaluated in chunks of :meth:`chunk_rows` rows; a NumPy result is filled chunk by chunk on
-        the host, so no device array of the full output is made for it.
-        """
-        X = check_inputs(X, self.n_features)
-        owner = backend_of(X)
-        if owner is not None and owner.name == self.backend.name and owner.name != "numpy":
-            return self.forward(X)
-        n = X.shape[0]
-        out = np.empty((n, self.n_outputs), dtype=self.dtype)
-        for start, stop in self._chunks(n):
-            out[start:stop] = self.backend.to_numpy(self._forward_rows(X, start, stop))
-        return out if owner is None or owner.name == "numpy" else owner.asarray(out)
+        kind of array as X (NumPy in, NumPy out): probabilities for softmax/sigmoid outputs; evaluated
+        in chunks of rows (:mod:`gpumlp.evaluation`)."""
+        return evaluation.predict(self, check_inputs(X, self.n_features))
 
     def loss(self, X: Any, Y: Any, loss: str = "auto", l2: float = 0.0) -> float:
         """Mean loss E = (1/n) Σ_n ℓ(Ŷ_n, T_n) + (λ/2) Σ_l ‖W_l‖².
 
-        Evaluated in chunks of :meth:`chunk_rows` rows (bounded temporaries), the chunks' sums
-        added in float64.
+        Evaluated in chunks of rows (:mod:`gpumlp.evaluation`), their sums added in float64.
 
         Parameters
         ----------
@@ -354,11 +288,7 @@ class MLP(Trainable):
         X = check_inputs(X, self.n_features)
         loss = self.resolve_loss(loss)
         T = check_targets(Y, X.shape[0], loss, self.n_outputs)
-        total = 0.0
-        for start, stop in self._chunks(X.shape[0]):
-            Yhat = self._forward_rows(X, start, stop)
-            total += float(self.ops.loss_sum(loss, Yhat, self.to_device(T[start:stop])))
-        return total / X.shape[0] + self.l2_penalty(l2)
+        return evaluation.loss_sum(self, X, T, loss) / X.shape[0] + self.l2_penalty(l2)
 
     def gradients(self, X: Any, Y: Any, loss: str = "auto", l2: float = 0.0) -> list[tuple[Any, Any]]:
         """∂E/∂W_l and ∂E/∂b_l of the mean loss :meth:`loss` for every layer.
@@ -391,13 +321,7 @@ class MLP(Trainable):
         model._configure(
             meta["sizes"], meta["hidden_activation"], meta["output_activation"], meta["dtype"], backend, meta["seed"]
         )
-        pairs = [(arrays[f"W{i}"], arrays[f"b{i}"]) for i in range(len(model.sizes) - 1)]
-        for i, ((W, b), n_in, n_out) in enumerate(zip(pairs, model.sizes[:-1], model.sizes[1:])):
-            for a, shape, what in ((W, (n_in, n_out), "W"), (b, (n_out,), "b")):
-                if tuple(as_array(a, f"weights[{i}] {what}").shape) != shape:
-                    raise ValueError(f"weights[{i}] {what} must have shape {shape}; got {tuple(a.shape)}")
-            if not (all_finite(W) and all_finite(b)):
-                raise ValueError(f"weights[{i}] contains NaN or infinite values")
+        pairs = check_weights([(arrays[f"W{i}"], arrays[f"b{i}"]) for i in range(len(model.sizes) - 1)], model.sizes)
         model.layers = [Layer(model.to_device(W), model.to_device(b)) for W, b in pairs]
         return model
 

@@ -122,6 +122,17 @@ def all_finite(a: Any) -> bool:
     return bool(xp.all(xp.isfinite(a)))
 
 
+def check_weights(pairs: list[tuple[Any, Any]], sizes: tuple[int, ...]) -> list[tuple[Any, Any]]:
+    """``pairs`` [(W_1, b_1), ...] checked against layer ``sizes``: W_l (n_{l-1}, n_l), b_l (n_l,), finite."""
+    for i, ((W, b), n_in, n_out) in enumerate(zip(pairs, sizes[:-1], sizes[1:])):
+        for a, shape, what in ((W, (n_in, n_out), "W"), (b, (n_out,), "b")):
+            if tuple(as_array(a, f"weights[{i}] {what}").shape) != shape:
+                raise ValueError(f"weights[{i}] {what} must have shape {shape}; got {tuple(a.shape)}")
+        if not (all_finite(W) and all_finite(b)):
+            raise ValueError(f"weights[{i}] contains NaN or infinite values")
+    return pairs
+
+
 def check_inputs(X: Any, n_features: int, name: str = "X") -> Any:
     """Features: a non-empty 2-D numeric array with ``n_features`` columns and no NaN/inf."""
     X = as_array(X, name)

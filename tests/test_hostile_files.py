@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 
 import gpumlp as gm
+import gpumlp.initializers as initializers
 import gpumlp.memory as memory
 import gpumlp.network as network
 from gpumlp.modelfile import encode_meta
@@ -79,7 +80,7 @@ def test_load_builds_the_model_from_the_stored_arrays_without_drawing_weights(tm
     def no_drawing(*args, **kwargs):
         raise AssertionError("load drew fresh weights")
 
-    monkeypatch.setattr(network, "_init_weights", no_drawing)
+    monkeypatch.setattr(network, "init_weights", no_drawing)
     model = gm.load(path, backend="numpy")
     for i, (W, b) in enumerate(model.get_weights()):
         np.testing.assert_array_equal(W, expected[f"W{i}"])
@@ -261,7 +262,7 @@ def test_float32_weights_are_drawn_without_a_full_float64_temporary():
 
 @pytest.mark.parametrize("hidden", ["relu", "tanh"])
 def test_chunked_initial_weights_equal_one_float64_draw(hidden, monkeypatch):
-    monkeypatch.setattr(network, "_INIT_CHUNK", 7, raising=False)  # many chunks, one row or less each
+    monkeypatch.setattr(initializers, "_INIT_CHUNK", 7)  # many chunks, one row or less each
     model = gm.MLP([9, 6, 2], hidden_activation=hidden, dtype="float32", backend="numpy", seed=11)
     rng = np.random.default_rng(11)  # the documented draw: one float64 matrix per layer, then cast
     if hidden == "relu":
