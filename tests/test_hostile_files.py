@@ -311,3 +311,30 @@ def test_every_kind_of_integer_is_accepted_and_returned_as_int():
     for value in (np.bool_(True), True, np.float64(4.0), 4.0, "4"):
         with pytest.raises(TypeError, match="n must be an integer"):
             check_number(value, "n", integer=True)
+
+
+def test_chunked_predict_and_loss_match_on_every_backend(backend, monkeypatch):
+    import gpumlp.evaluation as evaluation
+
+    rng = np.random.default_rng(1)
+    X = rng.normal(size=(1000, 6))  # float64 input to a float32 model: converted chunk by chunk
+    y = rng.integers(0, 3, 1000)
+    model = gm.MLP([6, 16, 3], backend=backend, seed=2)
+    monkeypatch.setattr(evaluation, "EVAL_CHUNK_ROWS", 64)  # 16 chunks, the last one short
+    ref = _reference_forward(model, X)
+    P = model.predict(X)
+    assert isinstance(P, np.ndarray) and P.shape == (1000, 3)
+    np.testing.assert_allclose(P, ref, rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(gm.to_numpy(model.forward(X)), ref, rtol=1e-4, atol=1e-6)
+    assert model.loss(X, y) == pytest.approx(-np.mean(np.log(ref[np.arange(1000), y])), rel=1e-5)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not gm.has_gpu(), reason="no CUDA GPU with CuPy on this machine")
+def test_free_device_memory_is_what_the_gpu_check_compares_with(monkeypatch):
+    backend = gm.get_backend("cupy")
+    free = backend.free_memory()
+    assert isinstance(free, int) and free > 0
+    monkeypatch.setattr(type(backend), "free_memory", lambda self: 1_000_000)
+    with pytest.raises(ValueError, match=r"needs about 0\.00401 GB of memory, but only 0\.001 GB is free on the cupy"):
+        gm.MLP([1000, 1000, 2], backend="cupy")  # (1000·1000 + 1000 + 1000·2 + 2) · 4 bytes
