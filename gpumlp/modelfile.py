@@ -84,9 +84,18 @@ def write_npz(path: str | os.PathLike[str], meta: dict[str, Any], arrays: dict[s
     FileNotFoundError
         When the directory of ``path`` does not exist.
     ValueError, PermissionError
-        For a target that may not be replaced.
+        For a target that may not be replaced, or an array the format has no member for (of that
+        name or shape): what is written can always be read back.
     """
     record = {"format": FORMAT, "version": VERSION, **meta}
+    required, params = member_shapes(record)
+    for name, a in arrays.items():  # write nothing that read_npz would refuse
+        want = required.get(name) or _allowed_shape(name, record, params)
+        if name not in _JSON_MEMBERS[1:] and (want is None or tuple(np.shape(a)) != want):
+            raise ValueError(
+                f"cannot store array {name!r} of shape {np.shape(a)} in a gpumlp file of sizes {list(record['sizes'])}"
+                + ("" if want is not None else ": the format has no such member (see gpumlp.modelfile)")
+            )
     atomic_write(path, lambda f: np.savez(f, **{_META_KEY: encode_meta(record)}, **arrays))
 
 

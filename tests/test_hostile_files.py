@@ -338,3 +338,12 @@ def test_free_device_memory_is_what_the_gpu_check_compares_with(monkeypatch):
     monkeypatch.setattr(type(backend), "free_memory", lambda self: 1_000_000)
     with pytest.raises(ValueError, match=r"needs about 0\.00401 GB of memory, but only 0\.001 GB is free on the cupy"):
         gm.MLP([1000, 1000, 2], backend="cupy")  # (1000·1000 + 1000 + 1000·2 + 2) · 4 bytes
+
+
+def test_save_writes_nothing_that_load_would_refuse(tmp_path):
+    model = gm.MLP([3, 2], backend="numpy")
+    with pytest.raises(ValueError, match="cannot store array 'junk' .* the format has no such member"):
+        network.save(model, tmp_path / "m.npz", extra={"junk": np.zeros(3)})
+    with pytest.raises(ValueError, match=r"cannot store array 'best\.0' of shape \(2, 2\)"):
+        network.save(model, tmp_path / "m.npz", extra={"best.0": np.zeros((2, 2))})
+    assert os.listdir(tmp_path) == []
