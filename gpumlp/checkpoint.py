@@ -206,6 +206,8 @@ def load_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
         for k, vs in history.items():
             if any(math.isnan(v) for v in vs):
                 raise ValueError(f"field 'history.{k}' holds a NaN loss")
+            if len(vs) > epoch:
+                raise ValueError(f"field 'epoch' = {epoch} is behind field 'history.{k}', which holds {len(vs)} epochs")
         return Checkpoint(
             path=path,
             epoch=epoch,

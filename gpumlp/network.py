@@ -187,6 +187,9 @@ class MLP(Trainable):
     def to(self, backend: str | Backend) -> MLP:
         """Move the weights to ``backend`` (a name or Backend, as for the constructor) in place; returns the model."""
         target = get_backend(backend)
+        check_fits(
+            model_bytes(self.sizes, np.dtype(self.dtype).itemsize), target, f"moving an MLP of sizes {self.sizes}"
+        )
         host = self.get_weights()
         self._set_backend(target)
         self.layers = [Layer(self.to_device(W), self.to_device(b)) for W, b in host]

@@ -99,6 +99,7 @@ def test_resume_from_nan_best_weights_leaves_the_model_untouched(ckpt):
         ("generator", _set("rng", "bit_generator", "Evil"), r"field 'rng' holds an unknown RNG bit generator 'Evil'"),
         ("history", _set("history", "loss", [0.5, float("nan"), 0.4]), r"field 'history\.loss' holds a NaN loss"),
         ("missing", lambda r: r.pop("epoch"), r"field 'epoch' is missing"),
+        ("epoch behind history", _set("epoch", 1), r"field 'epoch' = 1 is behind field 'history\.loss', which holds 3"),
     ],
 )
 def test_tampered_counters_and_rng_states_are_value_errors_naming_file_and_field(ckpt, field, change, message):
