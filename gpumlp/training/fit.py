@@ -285,7 +285,13 @@ checkpoint, checkpoint_every, resume, cuda_graph, allow_tf32
         ck = resume if isinstance(resume, Checkpoint) else load_checkpoint(resume)
         check_resume(ck, model, opt, config)
     check_fits(  # what training adds to the model, which is allocated already
-        training_bytes(model.sizes, np.dtype(model.dtype).itemsize, batch_size, len(opt.state_names), early_stopping),
+        training_bytes(
+            model.sizes,
+            np.dtype(model.dtype).itemsize,
+            batch_size,  # per process; a rank of an MPI job needs less
+            len(opt.state_names),
+            early_stopping,
+        ),
         model.backend,
         f"training an MLP of sizes {list(model.sizes)} with batch_size={batch_size} and optimizer {opt.name!r}",
     )
