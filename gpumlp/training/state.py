@@ -33,7 +33,7 @@ def one_fit_at_a_time(fit: _F) -> _F:
             if id(model) in _TRAINING:
                 raise RuntimeError(
                     "fit is already running on this model (in another thread, or a callback called fit): "
-                    "one model trains one run at a time; train a copy (gpumlp.MLP.from_arrays or save/load) instead"
+                    "one model trains one run at a time; train a copy (save it and load it) instead"
                 )
             _TRAINING.add(id(model))
         try:
