@@ -20,12 +20,15 @@ from typing import Any
 
 import numpy as np
 
+from . import evaluation
 from .activations import HIDDEN_ACTIVATIONS, OUTPUT_ACTIVATIONS
 from .backends import Backend, backend_of, get_backend, to_numpy
+from .initializers import init_weights
 from .losses import AUTO_LOSS, LOSSES, PROBABILITY_OUTPUTS
+from .memory import check_fits, model_bytes
 from .modelfile import read_npz, write_npz
 from .trainable import Trainable
-from .validation import as_array, check_choice, check_inputs, check_number, check_sizes, check_targets
+from .validation import as_array, check_choice, check_inputs, check_number, check_sizes, check_targets, check_weights
 from .workspace import Workspace
 
 DTYPES = ("float32", "float64")
@@ -43,14 +46,6 @@ class Layer:
 
     def __repr__(self) -> str:
         return f"Layer(W{tuple(self.W.shape)}, b{tuple(self.b.shape)})"
-
-
-def _init_weights(rng: np.random.Generator, fan_in: int, fan_out: int, activation: str) -> np.ndarray:
-    """He normal for relu, Glorot uniform otherwise (float64 on the host)."""
-    if activation == "relu":
-        return rng.standard_normal((fan_in, fan_out)) * np.sqrt(2.0 / fan_in)
-    limit = np.sqrt(6.0 / (fan_in + fan_out))
-    return rng.uniform(-limit, limit, (fan_in, fan_out))
 
 
 class MLP(Trainable):
@@ -90,25 +85,31 @@ class MLP(Trainable):
         backend: str | Backend = "auto",
         seed: int | None = 0,
     ) -> None:
+        self._configure(sizes, hidden_activation, output_activation, dtype, backend, seed)
+        host = (
+            (init_weights(self.rng, n_in, n_out, act, self.dtype), np.zeros(n_out, dtype=self.dtype))
+            for n_in, n_out, act in zip(self.sizes[:-1], self.sizes[1:], self.activations)
+        )
+        self.layers = [Layer(*(self.to_device(a) for a in wb)) for wb in host]
+
+    def _configure(self, sizes: Any, hidden: str, output: str, dtype: Any, backend: Any, seed: Any) -> None:
+        """Check and set everything but the weights; refuse a model too large for the memory available."""
         self.sizes = check_sizes(sizes)
-        self.hidden_activation = check_choice(hidden_activation, "hidden_activation", HIDDEN_ACTIVATIONS)
-        self.output_activation = check_choice(output_activation, "output_activation", OUTPUT_ACTIVATIONS)
-        if output_activation == "softmax" and self.sizes[-1] < 2:
+        self.hidden_activation = check_choice(hidden, "hidden_activation", HIDDEN_ACTIVATIONS)
+        self.output_activation = check_choice(output, "output_activation", OUTPUT_ACTIVATIONS)
+        if output == "softmax" and self.sizes[-1] < 2:
             raise ValueError("output_activation='softmax' needs at least 2 outputs; use 'sigmoid' for one output")
         name = str(np.dtype(dtype)) if isinstance(dtype, (type, np.dtype)) else dtype
         self.dtype = check_choice(name, "dtype", DTYPES)
-        if seed is not None:
-            check_number(seed, "seed", integer=True, allow_zero=True)
-        self.seed = seed
+        self.seed = None if seed is None else check_number(seed, "seed", integer=True, allow_zero=True)
+        backend = get_backend(backend)
+        check_fits(
+            model_bytes(self.sizes, np.dtype(self.dtype).itemsize), backend, f"an MLP of sizes {list(self.sizes)}"
+        )
         self.activations = [self.hidden_activation] * (len(self.sizes) - 2) + [self.output_activation]
-        self.rng = np.random.default_rng(seed)
+        self.rng = np.random.default_rng(self.seed)
         self.history: dict[str, list[float]] = {}
-        self._set_backend(get_backend(backend))
-        host = [
-            (_init_weights(self.rng, n_in, n_out, act), np.zeros(n_out))
-            for n_in, n_out, act in zip(self.sizes[:-1], self.sizes[1:], self.activations)
-        ]
-        self.layers = [Layer(*(self.to_device(a) for a in wb)) for wb in host]
+        self._set_backend(backend)
 
     # ----- backend and parameters -----------------------------------------------------
     def _set_backend(self, backend: Backend) -> None:
@@ -186,6 +187,9 @@ class MLP(Trainable):
     def to(self, backend: str | Backend) -> MLP:
         """Move the weights to ``backend`` (a name or Backend, as for the constructor) in place; returns the model."""
         target = get_backend(backend)
+        check_fits(
+            model_bytes(self.sizes, np.dtype(self.dtype).itemsize), target, f"moving an MLP of sizes {self.sizes}"
+        )
         host = self.get_weights()
         self._set_backend(target)
         self.layers = [Layer(self.to_device(W), self.to_device(b)) for W, b in host]
@@ -258,21 +262,20 @@ class MLP(Trainable):
         return self.to_device(X), self.to_device(T), loss
 
     def forward(self, X: Any) -> Any:
-        """Network output Ŷ (n_samples, n_outputs), on the model's backend, for inputs X (n_samples, n_features)."""
-        X = self.to_device(check_inputs(X, self.n_features))
-        return self.forward_into(Workspace.unbuffered(self, X))
+        """Network output Ŷ (n_samples, n_outputs), on the model's backend, for inputs X (n_samples, n_features);
+        evaluated in chunks of rows (:mod:`gpumlp.evaluation`)."""
+        return evaluation.forward(self, check_inputs(X, self.n_features))
 
     def predict(self, X: Any) -> Any:
         """Network output Ŷ (n_samples, n_outputs) for X (n_samples, n_features), returned as the same
-        kind of array as X (NumPy in, NumPy out): probabilities for softmax/sigmoid outputs."""
-        Y = self.forward(X)
-        owner = backend_of(X)
-        if owner is None or owner.name == "numpy":
-            return self.backend.to_numpy(Y)
-        return Y if owner.name == self.backend.name else owner.asarray(self.backend.to_numpy(Y))
+        kind of array as X (NumPy in, NumPy out): probabilities for softmax/sigmoid outputs; evaluated
+        in chunks of rows (:mod:`gpumlp.evaluation`)."""
+        return evaluation.predict(self, check_inputs(X, self.n_features))
 
     def loss(self, X: Any, Y: Any, loss: str = "auto", l2: float = 0.0) -> float:
         """Mean loss E = (1/n) Σ_n ℓ(Ŷ_n, T_n) + (λ/2) Σ_l ‖W_l‖².
+
+        Evaluated in chunks of rows (:mod:`gpumlp.evaluation`), their sums added in float64.
 
         Parameters
         ----------
@@ -285,9 +288,10 @@ class MLP(Trainable):
             λ of the L2 term (0: none).
         """
         l2 = check_number(l2, "l2", allow_zero=True)
-        X, T, loss = self.check_data(X, Y, loss)
-        Yhat = self.forward_into(Workspace.unbuffered(self, X))
-        return float(self.ops.loss_sum(loss, Yhat, T)) / X.shape[0] + self.l2_penalty(l2)
+        X = check_inputs(X, self.n_features)
+        loss = self.resolve_loss(loss)
+        T = check_targets(Y, X.shape[0], loss, self.n_outputs)
+        return evaluation.loss_sum(self, X, T, loss) / X.shape[0] + self.l2_penalty(l2)
 
     def gradients(self, X: Any, Y: Any, loss: str = "auto", l2: float = 0.0) -> list[tuple[Any, Any]]:
         """∂E/∂W_l and ∂E/∂b_l of the mean loss :meth:`loss` for every layer.
@@ -316,15 +320,12 @@ class MLP(Trainable):
         KeyError, TypeError, ValueError
             When ``meta`` or ``arrays`` do not describe a consistent model.
         """
-        model = cls(
-            meta["sizes"],
-            hidden_activation=meta["hidden_activation"],
-            output_activation=meta["output_activation"],
-            dtype=meta["dtype"],
-            backend=backend,
-            seed=meta["seed"],
+        model = cls.__new__(cls)
+        model._configure(
+            meta["sizes"], meta["hidden_activation"], meta["output_activation"], meta["dtype"], backend, meta["seed"]
         )
-        model.set_weights([(arrays[f"W{i}"], arrays[f"b{i}"]) for i in range(len(model.layers))])
+        pairs = check_weights([(arrays[f"W{i}"], arrays[f"b{i}"]) for i in range(len(model.sizes) - 1)], model.sizes)
+        model.layers = [Layer(model.to_device(W), model.to_device(b)) for W, b in pairs]
         return model
 
     def __repr__(self) -> str:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import operator
 from collections.abc import Sequence
 from typing import Any
 
@@ -38,10 +39,16 @@ def check_number(
     upper: float | None = None,
     upper_inclusive: bool = False,
 ) -> Any:
-    """A finite real (or integer) number with the given bounds."""
+    """A finite real (or integer) number with the given bounds, returned as a Python float (or int).
+
+    ``integer=True`` accepts any integer: int, a NumPy integer, or an object with ``__index__``;
+    bools and floats with integral values are refused.
+    """
     kind = "an integer" if integer else "a real number"
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral if integer else numbers.Real):
+    if isinstance(value, (bool, np.bool_)) or not (_is_integer(value) if integer else isinstance(value, numbers.Real)):
         raise TypeError(f"{name} must be {kind}; got {type(value).__name__} {value!r}")
+    if integer:
+        value = operator.index(value)  # NumPy integers (and anything with __index__) become int
     if not math.isfinite(float(value)):
         raise ValueError(f"{name} must be finite; got {value!r}")
     if positive and (value < 0 or (value == 0 and not allow_zero)):
@@ -50,6 +57,17 @@ def check_number(
     if upper is not None and (value > upper or (value == upper and not upper_inclusive)):
         raise ValueError(f"{name} must be {'<=' if upper_inclusive else '<'} {upper}; got {value!r}")
     return int(value) if integer else float(value)
+
+
+def _is_integer(value: Any) -> bool:
+    """True for an int, a NumPy integer, or anything else ``operator.index`` accepts."""
+    if isinstance(value, numbers.Integral):
+        return True
+    try:
+        operator.index(value)
+    except TypeError:
+        return False
+    return True
 
 
 def check_bool(value: Any, name: str) -> bool:
@@ -102,6 +120,17 @@ def all_finite(a: Any) -> bool:
     if not xp.isdtype(a.dtype, "real floating"):  # ints and bools are always finite
         return True
     return bool(xp.all(xp.isfinite(a)))
+
+
+def check_weights(pairs: list[tuple[Any, Any]], sizes: tuple[int, ...]) -> list[tuple[Any, Any]]:
+    """``pairs`` [(W_1, b_1), ...] checked against layer ``sizes``: W_l (n_{l-1}, n_l), b_l (n_l,), finite."""
+    for i, ((W, b), n_in, n_out) in enumerate(zip(pairs, sizes[:-1], sizes[1:])):
+        for a, shape, what in ((W, (n_in, n_out), "W"), (b, (n_out,), "b")):
+            if tuple(as_array(a, f"weights[{i}] {what}").shape) != shape:
+                raise ValueError(f"weights[{i}] {what} must have shape {shape}; got {tuple(a.shape)}")
+        if not (all_finite(W) and all_finite(b)):
+            raise ValueError(f"weights[{i}] contains NaN or infinite values")
+    return pairs
 
 
 def check_inputs(X: Any, n_features: int, name: str = "X") -> Any:

@@ -124,6 +124,45 @@ class Context:
         data[start] = 0xFF  # the first deflate block header becomes the reserved type 3: zlib.error
         return self.write("packed.npz", bytes(data))
 
+    def bomb(self) -> str:
+        """The good model plus a member of 40 MB of zeros (deflated to about 40 kB)."""
+        buf = io.BytesIO()
+        np.save(buf, np.zeros(10 << 20, np.float32))
+        with zipfile.ZipFile(self.path("bomb.npz"), "w", zipfile.ZIP_DEFLATED) as z:
+            for name, a in self.good_arrays().items():
+                one = io.BytesIO()
+                np.save(one, a)
+                z.writestr(f"{name}.npy", one.getvalue())
+            z.writestr("junk.npy", buf.getvalue())
+        return self.path("bomb.npz")
+
+    def deep_json(self) -> str:
+        return self.with_array("deep.npz", "__meta__", np.frombuffer(b"[" * 200_000 + b"]" * 200_000, np.uint8))
+
+    def fifo(self) -> str:
+        os.mkfifo(self.path("pipe.npz"))
+        return self.path("pipe.npz")
+
+    def read_only(self) -> str:
+        self.m.save(self.path("ro.npz"))
+        os.chmod(self.path("ro.npz"), 0o444)
+        return self.path("ro.npz")
+
+    def checkpoint(self, name: str, change: Callable[[dict[str, Any]], None] | None = None, **arrays: Any) -> str:
+        """A checkpoint of a copy of ``self.m`` after one epoch, with its record changed by ``change``
+        and the given arrays replaced."""
+        path = self.path(name)
+        model = gm.MLP([5, 4, 3], backend="numpy", seed=0)
+        model.fit(self.X, self.y, epochs=1, batch_size=4, momentum=0.9, early_stopping=True, checkpoint=path)
+        with np.load(path) as z:
+            data = {k: z[k] for k in z.files}
+        record = json.loads(data["__checkpoint__"].tobytes())
+        if change is not None:
+            change(record)
+        data.update(arrays, __checkpoint__=encode_meta(record))
+        np.savez(path, **data)
+        return path
+
     def flipped(self) -> str:
         with open(self.good, "rb") as f:
             data = bytearray(f.read())
@@ -628,14 +667,14 @@ CASES: list[Case] = [
         "a weight array missing",
         lambda c: gm.load(c.with_array("miss.npz", "b1", None)),
         ValueError,
-        "inconsistent gpumlp model: 'b1'",
+        "inconsistent gpumlp model: array 'b1' is missing",
     ),
     Case(
         "load",
         "a weight array of the wrong shape",
         lambda c: gm.load(c.with_array("shape.npz", "W0", np.zeros((2, 4)))),
         ValueError,
-        r"inconsistent gpumlp model: weights\[0\] W must have shape \(5, 4\)",
+        r"inconsistent gpumlp model: W0 must have shape \(5, 4\) for sizes \[5, 4, 3\]; got \(2, 4\)",
     ),
     Case(
         "load",
@@ -644,6 +683,100 @@ CASES: list[Case] = [
         ValueError,
         r"inconsistent gpumlp model: weights\[0\] contains NaN",
     ),
+    Case(
+        "load",
+        "metadata claiming huge layers (1 kB file)",
+        lambda c: gm.load(c.with_meta("huge.npz", sizes=[20000, 20000, 2])),
+        ValueError,
+        r"inconsistent gpumlp model: W0 must have shape \(20000, 20000\) for sizes \[20000, 20000, 2\]; got \(5, 4\)",
+    ),
+    Case(
+        "load",
+        "metadata claiming impossible layers",
+        lambda c: gm.load(c.with_meta("huge.npz", sizes=[10**6, 10**6, 2])),
+        ValueError,
+        r"inconsistent gpumlp model: W0 must have shape \(1000000, 1000000\)",
+    ),
+    Case(
+        "load",
+        "zip bomb: an extra 40 MB member",
+        lambda c: gm.load(c.bomb()),
+        ValueError,
+        "inconsistent gpumlp model: it holds an array 'junk' that the format does not have",
+    ),
+    Case(
+        "load",
+        "metadata JSON nested 200,000 deep",
+        lambda c: gm.load(c.deep_json()),
+        ValueError,
+        "corrupted gpumlp metadata: JSON nested too deeply",
+    ),
+    Case(
+        "load_checkpoint",
+        "NaN early-stopping best weights",
+        lambda c: gm.load_checkpoint(c.checkpoint("nan.npz", **{"best.0": np.full((5, 4), np.nan, np.float32)})),
+        ValueError,
+        r"nan\.npz' holds an inconsistent gpumlp checkpoint: array 'best\.0' contains NaN",
+    ),
+    Case(
+        "load_checkpoint",
+        "negative epoch",
+        lambda c: gm.load_checkpoint(c.checkpoint("neg.npz", lambda r: r.update(epoch=-1))),
+        ValueError,
+        r"neg\.npz' holds an inconsistent gpumlp checkpoint: field 'epoch' must be a whole number >= 0; got -1",
+    ),
+    Case(
+        "load_checkpoint",
+        "fractional epoch",
+        lambda c: gm.load_checkpoint(c.checkpoint("frac.npz", lambda r: r.update(epoch=1.5))),
+        ValueError,
+        r"field 'epoch' must be a whole number >= 0; got 1\.5",
+    ),
+    Case(
+        "load_checkpoint",
+        "RNG state out of range",
+        lambda c: gm.load_checkpoint(c.checkpoint("rng.npz", lambda r: r["rng"]["state"].update(state=-5))),
+        ValueError,
+        r"rng\.npz' holds an inconsistent gpumlp checkpoint: field 'rng\.state\.state' must hold whole numbers",
+    ),
+    Case(
+        "fit",
+        "seed=5 with a resume file that is no checkpoint",
+        lambda c: _fit(c.m, c.X, c.y, seed=5, resume=c.good),
+        ValueError,
+        "not a training checkpoint",
+    ),
+    Case(
+        "fit",
+        "checkpoint a FIFO",
+        lambda c: _fit(c.m, c.X, c.y, checkpoint=c.fifo()),
+        ValueError,
+        r"checkpoint=.*pipe\.npz' is a FIFO \(named pipe\), not a regular file",
+    ),
+    Case(
+        "fit",
+        "checkpoint file name too long",
+        lambda c: _fit(c.m, c.X, c.y, checkpoint=c.path("a" * 300 + ".npz")),
+        ValueError,
+        "the file name is 304 bytes long; this file system allows",
+    ),
+    Case(
+        "fit",
+        "fit inside a callback, same model",
+        lambda c: _fit(gm.MLP([5, 3], seed=0), c.X, c.y, callbacks=[lambda m, e, logs: _fit(m, c.X, c.y)]),
+        RuntimeError,
+        "fit is already running on this model",
+    ),
+    Case(
+        "MLP",
+        "layers too large for memory",
+        lambda c: gm.MLP([10**6, 10**6, 10**6, 2]),
+        ValueError,
+        r"an MLP of sizes \[1000000, 1000000, 1000000, 2\] needs about 8e\+03 GB of memory, but only",
+    ),
+    Case("save", "onto a FIFO", lambda c: c.m.save(c.fifo()), ValueError, r"is a FIFO \(named pipe\), not a regular"),
+    Case("save", "onto a read-only file", lambda c: c.m.save(c.read_only()), PermissionError, "is read-only"),
+    Case("save", "onto a directory", lambda c: c.m.save(c.tmp), ValueError, "is a directory; expected a file path"),
     Case(
         "load",
         "string weights",

@@ -108,6 +108,10 @@ class Backend:
         """NCCL bindings for device-buffer collectives (distributed training), or None."""
         return None
 
+    def free_memory(self) -> int | None:
+        """Bytes free for new arrays on this backend's device; None where arrays live in host memory."""
+        return None
+
     def device_info(self) -> dict[str, Any]:
         """What this backend runs on, for :func:`backend_info`."""
         return {"device": f"CPU: {_cpu_name()}, {os.cpu_count()} logical cores"}
@@ -129,6 +133,11 @@ class CupyBackend(Backend):
 
     def synchronize(self) -> None:
         self.xp.cuda.get_current_stream().synchronize()
+
+    def free_memory(self) -> int | None:
+        """Free device memory plus what CuPy's memory pool holds unused, in bytes."""
+        cp = self.xp
+        return int(cp.cuda.runtime.memGetInfo()[0]) + int(cp.get_default_memory_pool().free_bytes())
 
     def nccl(self) -> Any:
         try:

@@ -19,7 +19,7 @@ class Interrupted(Exception):
 
 
 REPORTED = (CLIError, DivergenceError, Interrupted, KeyboardInterrupt)
-UNEXPECTED = (ValueError, TypeError, OSError, ImportError, RuntimeError)  # a traceback with GPUMLP_DEBUG=1
+UNEXPECTED = (ValueError, TypeError, OSError, ImportError, RuntimeError, MemoryError)  # a traceback with GPUMLP_DEBUG=1
 
 
 def one_line(exc: BaseException | str) -> str:

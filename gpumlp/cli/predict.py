@@ -16,18 +16,27 @@ from typing import IO, Any
 
 import numpy as np
 
+from .._files import atomic_write, check_output_path
 from .bundle import Bundle
 from .datafiles import read_data
 from .errors import EXIT_OK, CLIError
 
 
-def _write_table(path: str | None, columns: list[str], rows: np.ndarray, out: IO[str]) -> None:
-    """Predictions to .npy (the bare array), .csv, or CSV on stdout when no path is given."""
-    if path and path.lower().endswith(".npy"):
-        np.save(path, rows[:, 0] if rows.shape[1] == 1 else rows)
+def _check_out(args: argparse.Namespace) -> None:
+    """``--out`` checked before any work: a .csv or .npy name, a writable place, none of the inputs."""
+    if args.out is None:
         return
-    if path and not path.lower().endswith(".csv"):
-        raise CLIError(f"--out {path!r}: use a .csv or .npy file name")
+    if not args.out.lower().endswith((".csv", ".npy")):
+        raise CLIError(f"--out {args.out!r}: use a .csv or .npy file name")
+    check_output_path(args.out, "--out", (("the model file", args.model), ("the data file", args.data)))
+
+
+def _write_table(path: str | None, columns: list[str], rows: np.ndarray, out: IO[str]) -> None:
+    """Predictions to .npy (the bare array), .csv, or CSV on stdout when no path is given; a file is
+    written atomically (a failed write leaves the old file as it was)."""
+    if path and path.lower().endswith(".npy"):
+        atomic_write(path, lambda f: np.save(f, rows[:, 0] if rows.shape[1] == 1 else rows), "--out")
+        return
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(columns)
@@ -36,8 +45,7 @@ def _write_table(path: str | None, columns: list[str], rows: np.ndarray, out: IO
     else:
         writer.writerows(rows.tolist())
     if path:
-        with open(path, "w", newline="") as f:
-            f.write(buf.getvalue())
+        atomic_write(path, lambda f: f.write(buf.getvalue().encode("utf-8")), "--out")
     else:
         out.write(buf.getvalue())
 
@@ -64,6 +72,7 @@ def cmd_predict(args: argparse.Namespace, out: IO[str]) -> int:
         For an unusable model or data file, ``--proba`` with a regressor, or an ``--out`` that is
         neither .csv nor .npy.
     """
+    _check_out(args)
     bundle = Bundle.load(args.model, args.backend)
     table = read_data(args.data, args.target, want_target=False, known_target=bundle.meta.get("target"))
     raw = bundle.outputs(bundle.features_of(table, args.data))

@@ -16,9 +16,12 @@ from typing import IO, Any
 
 import numpy as np
 
-from ..checkpoint import Checkpoint, check_checkpoint_path, load_checkpoint
+from .._files import check_output_path
+from ..backends import get_backend
+from ..checkpoint import Checkpoint, load_checkpoint
 from ..data import train_test_split
 from ..distributed import Group
+from ..memory import check_fits, model_bytes, training_bytes
 from ..network import MLP
 from ._mpi import join_mpi_job, run_on_ranks
 from .bundle import Bundle, plain_value
@@ -150,9 +153,11 @@ def _check_train_flags(args: argparse.Namespace) -> None:
             f"--checkpoint and --out both name {args.out!r}; use two files: the checkpoint keeps the training "
             "state for --resume, --out the model for predict and evaluate"
         )
-    for flag, path in (("--out", args.out), ("--checkpoint", args.checkpoint)):
-        if path:
-            check_checkpoint_path(path, flag)  # fail before training, not after it
+    data = ("the data file", args.data)
+    outputs = (("--out", args.out, (data, ("--resume", args.resume))), ("--checkpoint", args.checkpoint, (data,)))
+    for flag, path, inputs in (*outputs, ("--plot", args.plot, (data, ("--resume", args.resume)))):
+        if path:  # fail before training, not after it; --checkpoint may be the --resume file it continues
+            check_output_path(path, flag, inputs)
     if args.resume and not os.path.isfile(args.resume):
         raise CLIError(f"--resume: no such checkpoint file: {args.resume!r}")
     if args.mpi_timeout is not None and not args.distributed:
@@ -231,8 +236,16 @@ def _train(args: argparse.Namespace, data: TrainingData, group: Group | None, ou
     from ..progress import ProgressBar
 
     root = group is None or group.is_root
+    sizes = [data.X_tr.shape[1], *args.hidden, data.n_out]
+    optimizer_arrays = 2 if args.optimizer == "adam" else int(bool(args.momentum))
+    batch = min(args.batch_size or data.X_tr.shape[0], data.X_tr.shape[0])
+    itemsize = np.dtype(args.dtype).itemsize  # the model and its training, refused before either is allocated
+    needed = model_bytes(sizes, itemsize) + training_bytes(
+        sizes, itemsize, batch, optimizer_arrays, args.early_stopping
+    )
+    check_fits(needed, get_backend(args.backend), f"training a {'-'.join(map(str, sizes))} MLP")
     model = MLP(
-        [data.X_tr.shape[1], *args.hidden, data.n_out],
+        sizes,
         hidden_activation=args.activation,
         output_activation=data.output,
         dtype=args.dtype,

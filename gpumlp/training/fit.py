@@ -17,14 +17,15 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..checkpoint import Checkpoint, apply_checkpoint, check_checkpoint_path, load_checkpoint
+from ..checkpoint import Checkpoint, apply_checkpoint, check_checkpoint_path, check_resume, load_checkpoint
+from ..memory import check_fits, training_bytes
 from ..optimizers import Optimizer, make_optimizer
 from ..validation import check_bool, check_number
 from ..workspace import Workspace
 from .cuda_graph import device_loop
 from .distributed import Reducer, make_reducer
 from .fused import can_fuse
-from .state import EpochState
+from .state import EpochState, one_fit_at_a_time
 from .step import LossTotal, RowBatches, StepConfig, train_step
 
 if TYPE_CHECKING:
@@ -190,6 +191,7 @@ def _divergence_error(
     )
 
 
+@one_fit_at_a_time
 def fit(
     model: MLP,
     X: Any,
@@ -269,9 +271,7 @@ checkpoint, checkpoint_every, resume, cuda_graph, allow_tf32
         if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
             raise TypeError("validation_data must be a pair (X_val, Y_val)")
         val = model.check_data(*validation_data, loss, names=("validation_data X", "validation_data Y"))[:2]
-    reducer = make_reducer(comm, model.backend)
-    if seed is not None:
-        model.rng = np.random.default_rng(check_number(seed, "seed", integer=True, allow_zero=True))
+    seed = None if seed is None else check_number(seed, "seed", integer=True, allow_zero=True)
     config = {
         "loss": loss,
         "batch_size": batch_size,
@@ -281,9 +281,25 @@ checkpoint, checkpoint_every, resume, cuda_graph, allow_tf32
         "n_samples": int(Xd.shape[0]),
     }
     ck = None
-    if resume is not None:
+    if resume is not None:  # checked in full before anything of the model changes
         ck = resume if isinstance(resume, Checkpoint) else load_checkpoint(resume)
-        apply_checkpoint(ck, model, opt, config)
+        check_resume(ck, model, opt, config)
+    check_fits(  # what training adds to the model, which is allocated already
+        training_bytes(
+            model.sizes,
+            np.dtype(model.dtype).itemsize,
+            batch_size,  # per process; a rank of an MPI job needs less
+            len(opt.state_names),
+            early_stopping,
+        ),
+        model.backend,
+        f"training an MLP of sizes {list(model.sizes)} with batch_size={batch_size} and optimizer {opt.name!r}",
+    )
+    reducer = make_reducer(comm, model.backend)
+    if seed is not None:
+        model.rng = np.random.default_rng(seed)
+    if ck is not None:
+        apply_checkpoint(ck, model, opt, config, checked=True)
     reducer.start(
         model,
         data=(Xd.shape, None if val is None else val[0].shape),

@@ -2,14 +2,47 @@
 
 from __future__ import annotations
 
+import functools
 import math
-from typing import TYPE_CHECKING, Any
+import threading
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from ..checkpoint import restore_rng, save_checkpoint
 
 if TYPE_CHECKING:
     from ..network import MLP
     from ..optimizers import Optimizer
+
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+_TRAINING: set[int] = set()  # id() of every model a fit is running on, in any thread
+_TRAINING_LOCK = threading.Lock()
+
+
+def one_fit_at_a_time(fit: _F) -> _F:
+    """Wrap ``fit(model, ...)`` so a second call on the same model while one runs raises RuntimeError.
+
+    Two fits on one model (two threads, or a callback that calls fit) would interleave their
+    steps and histories; the second is refused at once, before it changes anything.
+    """
+
+    @functools.wraps(fit)
+    def guarded(model: Any, *args: Any, **kwargs: Any) -> Any:
+        with _TRAINING_LOCK:
+            if id(model) in _TRAINING:
+                raise RuntimeError(
+                    "fit is already running on this model (in another thread, or a callback called fit): "
+                    "one model trains one run at a time; train a copy (save it and load it) instead"
+                )
+            _TRAINING.add(id(model))
+        try:
+            return fit(model, *args, **kwargs)
+        finally:
+            with _TRAINING_LOCK:
+                _TRAINING.discard(id(model))
+
+    return guarded  # type: ignore[return-value]
 
 
 class EpochState:

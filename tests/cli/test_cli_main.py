@@ -44,7 +44,10 @@ from cli_support import ROOT, run
         (["train", "iris.csv", "--target", "species", "--checkpoint", "model.npz"], "both name 'model.npz'"),
         (["train", "iris.csv", "--target", "species", "--checkpoint", "nodir/ck.npz"], "does not exist"),
         (["train", "iris.csv", "--target", "species", "--resume", "absent.npz"], "no such checkpoint file"),
-        (["train", "iris.csv", "--target", "species", "--resume", "model.npz"], "not a training checkpoint"),
+        (
+            ["train", "iris.csv", "--target", "species", "--resume", "model.npz", "--out", "m2.npz"],
+            "not a training checkpoint",
+        ),
         (["train", "iris.csv", "--target", "species", "--mpi-timeout", "5"], "--mpi-timeout applies to --distributed"),
         (["frobnicate"], "invalid choice: 'frobnicate'"),
         ([], "the following arguments are required: COMMAND"),
