@@ -66,10 +66,15 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _hidden(text: str) -> list[int]:
+    parts = text.replace(" ", "").split(",")
     try:
-        sizes = [int(s) for s in text.replace(" ", "").split(",") if s]
+        if not all(parts):  # "", "10,,10", "10,": an empty width is a typo, not "no layer"
+            raise ValueError
+        sizes = [int(s) for s in parts]
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated layer widths like 256,256; got {text!r}") from None
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated layer widths like 256,256, each a positive integer; got {text!r}"
+        ) from None
     if any(s <= 0 for s in sizes):
         raise argparse.ArgumentTypeError(f"layer widths must be positive; got {text!r}")
     return sizes
