@@ -252,14 +252,14 @@ class MLP(Trainable):
     def check_data(self, X: Any, Y: Any, loss: str, names: tuple[str, str] = ("X", "Y")) -> tuple[Any, Any, str]:
         """Validated (X, T, loss) on this model's backend: T the targets as (n, n_outputs)
         (class labels one-hot), ``loss`` resolved ("auto" named); ``names`` go in the messages."""
-        X = check_inputs(X, self.n_features, names[0])
+        X = check_inputs(X, self.n_features, names[0], self.dtype)
         loss = self.resolve_loss(loss)
-        T = check_targets(Y, X.shape[0], loss, self.n_outputs, names[1])
+        T = check_targets(Y, X.shape[0], loss, self.n_outputs, names[1], self.dtype)
         return self.to_device(X), self.to_device(T), loss
 
     def forward(self, X: Any) -> Any:
         """Network output Ŷ (n_samples, n_outputs), on the model's backend, for inputs X (n_samples, n_features)."""
-        X = self.to_device(check_inputs(X, self.n_features))
+        X = self.to_device(check_inputs(X, self.n_features, dtype=self.dtype))
         return self.forward_into(Workspace.unbuffered(self, X))
 
     def predict(self, X: Any) -> Any:

@@ -18,6 +18,7 @@ import numpy as np
 from ..modelfile import encode_meta, read_npz
 from ..network import MLP, save
 from ..network import load as load_model
+from ..validation import check_fits_dtype
 from .bundle_check import decode_cli_meta
 from .datafiles import Table
 from .errors import CLIError
@@ -170,7 +171,12 @@ class Bundle:
                 f"{source}: {X.shape[1]} feature columns, but the model expects {self.model.n_features}"
                 f"{' (pass --target to drop the target column)' if X.shape[1] == self.model.n_features + 1 else ''}"
             )
-        return self.transform(X)
+        X = self.transform(X)
+        try:
+            check_fits_dtype(X, self.model.dtype, "a standardised feature", "the model cannot take this input")
+        except ValueError as exc:
+            raise CLIError(f"{source}: {exc}") from None
+        return X
 
     def class_indices(self, y: np.ndarray, source: str) -> np.ndarray:
         """Labels ``y`` as indices into the model's classes; unknown labels are an error.

@@ -20,6 +20,7 @@ from ..checkpoint import Checkpoint, check_checkpoint_path, load_checkpoint
 from ..data import train_test_split
 from ..distributed import Group
 from ..network import MLP
+from ..validation import check_fits_dtype
 from ._mpi import join_mpi_job, run_on_ranks
 from .bundle import Bundle, plain_value
 from .datafiles import Table, read_data
@@ -77,6 +78,29 @@ def _network_targets(
     return k, "sigmoid", eye[y_tr], None if y_val is None else eye[y_val]
 
 
+def standardisation(X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Column means and standard deviations of ``X`` that never overflow.
+
+    Each column is divided by its largest absolute value first, so no square exceeds 1 (a
+    feature of 1e154 would square to inf in float64 and be zeroed by an infinite scale).
+
+    Parameters
+    ----------
+    X : numpy.ndarray
+        Finite float64 features, shape (samples, features).
+
+    Returns
+    -------
+    tuple of numpy.ndarray
+        The means and the scales, shape (features,) each; a constant column's scale is 1.
+    """
+    top = np.abs(X).max(axis=0)
+    top = np.where(top > 0, top, 1.0)
+    Z = X / top
+    std = Z.std(axis=0)
+    return Z.mean(axis=0) * top, np.where(std > 0, std * top, 1.0)
+
+
 class TrainingData:
     """What ``train`` derives from the data file and flags: the split, the network's targets and
     the Bundle metadata (task, classes, feature names, standardisation). A ``--resume`` run
@@ -125,12 +149,21 @@ class TrainingData:
                 raise CLIError(f"--val-split {args.val_split}: {exc}") from None
         else:
             self.X_tr, self.y_tr, self.X_val, self.y_val = X, y, None, None
-        self.mean = self.X_tr.mean(axis=0) if args.scale == "standard" else np.zeros(X.shape[1])
-        std = self.X_tr.std(axis=0) if args.scale == "standard" else np.ones(X.shape[1])
-        self.scale = np.where(std > 0, std, 1.0)
+        if args.scale == "standard":
+            self.mean, self.scale = standardisation(self.X_tr)
+        else:
+            self.mean, self.scale = np.zeros(X.shape[1]), np.ones(X.shape[1])
         self.n_out, self.output, self.T_tr, self.T_val = _network_targets(
             self.task, self.loss, self.classes, self.y_tr, self.y_val
         )
+        # Standardised features cannot overflow (|x - mean| / std <= sqrt(samples)); raw ones and targets can.
+        checks = [("a feature", X, " or --scale standard")] if args.scale == "none" else []
+        checks += [("the target", y, "")] if self.task == "regression" else []
+        for what, values, other in checks:
+            try:
+                check_fits_dtype(values, args.dtype, what, f"train with --dtype float64{other}")
+            except ValueError as exc:
+                raise CLIError(f"{args.data}: {exc}") from None
         self.meta = {
             "task": self.task,
             "loss": self.loss,

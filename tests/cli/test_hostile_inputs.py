@@ -135,3 +135,55 @@ def test_a_missing_target_column_lists_a_few_names(workdir: Path, capsys: pytest
 def test_empty_hidden_widths_are_refused(trained: Path, capsys: pytest.CaptureFixture, hidden: str) -> None:
     rc, out, err = run(capsys, "train", "iris.csv", "--target", "species", "--hidden", hidden)
     _one_error_line(rc, err, "argument --hidden: expected comma-separated layer widths", repr(hidden))
+
+
+def _two_blobs(path: Path, n: int = 60, column_scale: float = 1.0, odd: str | None = None) -> np.ndarray:
+    """Two classes told apart by feature 0, which is multiplied by ``column_scale``; row 3's first cell
+    replaced by ``odd``. Returns the features as written."""
+    rng = np.random.default_rng(3)
+    y = np.arange(n) % 2
+    X = rng.normal(size=(n, 3)) + 3.0 * y[:, None] * np.array([1.0, 0.0, 0.0])
+    X[:, 0] *= column_scale
+    rows = [",".join([repr(float(v)) for v in x] + [str(t)]) for x, t in zip(X, y)]
+    if odd is not None:
+        rows[2] = odd + rows[2][rows[2].index(",") :]
+    path.write_text("a,b,c,label\n" + "\n".join(rows) + "\n")
+    return X
+
+
+def test_scaling_statistics_of_a_huge_feature_do_not_overflow(workdir: Path, capsys: pytest.CaptureFixture) -> None:
+    """A feature of ~1e154 squares past float64's range: its std must still be right, not inf (which zeroed it)."""
+    import statistics
+
+    X = _two_blobs(workdir / "huge.csv", column_scale=1e154)
+    rc, out, err = run(capsys, "train", "huge.csv", "--epochs", "60", "--hidden", "8", "--lr", "0.01", "--no-progress")
+    assert rc == 0, err
+    with np.load(workdir / "model.npz") as z:
+        mean, scale = z[CLI_MEAN], z[CLI_SCALE]
+    for j in range(3):  # statistics works in exact fractions: an independent reference
+        np.testing.assert_allclose(mean[j], statistics.fmean(X[:, j]), rtol=1e-12, atol=1e-300)
+        np.testing.assert_allclose(scale[j], statistics.pstdev(X[:, j]), rtol=1e-12)
+    assert 1e153 < scale[0] < 1e155
+    rc, out, err = run(capsys, "evaluate", "model.npz", "huge.csv", "--json")
+    assert rc == 0 and json.loads(out)["accuracy"] > 0.9, (out, err)  # the huge column carries the label
+
+
+def test_values_beyond_float32_are_named_not_nan(workdir: Path, capsys: pytest.CaptureFixture) -> None:
+    _two_blobs(workdir / "plain.csv")
+    assert run(capsys, "train", "plain.csv", "--epochs", "1", "--out", "m.npz", "--no-progress")[0] == 0
+    _two_blobs(workdir / "over.csv", odd="1e39")
+    for argv in (["predict", "m.npz", "over.csv"], ["evaluate", "m.npz", "over.csv"]):
+        rc, out, err = run(capsys, *argv)
+        _one_error_line(
+            rc, err, "over.csv: a standardised feature holds the value", "overflows the model's dtype float32"
+        )
+        assert out == ""
+    rc, out, err = run(capsys, "train", "over.csv", "--scale", "none", "--no-progress")
+    _one_error_line(rc, err, "over.csv: a feature holds the value 1e+39, which overflows the model's dtype float32")
+    rc, out, err = run(
+        capsys, "train", "over.csv", "--scale", "none", "--dtype", "float64", "--epochs", "1", "--no-progress"
+    )
+    assert rc == 0, err
+    np.savez(workdir / "reg.npz", X=np.ones((4, 2)), y=np.array([1.0, 2.0, 1e300, 3.0]))
+    rc, out, err = run(capsys, "train", "reg.npz", "--loss", "mse", "--no-progress")
+    _one_error_line(rc, err, "reg.npz: the target holds the value 1e+300, which overflows")
