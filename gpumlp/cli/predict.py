@@ -18,7 +18,7 @@ import numpy as np
 
 from .bundle import Bundle
 from .datafiles import read_data
-from .errors import EXIT_OK, CLIError
+from .errors import EXIT_OK, CLIError, emit
 
 
 def _write_table(path: str | None, columns: list[str], rows: np.ndarray, out: IO[str]) -> None:
@@ -39,7 +39,7 @@ def _write_table(path: str | None, columns: list[str], rows: np.ndarray, out: IO
         with open(path, "w", newline="") as f:
             f.write(buf.getvalue())
     else:
-        out.write(buf.getvalue())
+        emit(out, buf.getvalue())
 
 
 def cmd_predict(args: argparse.Namespace, out: IO[str]) -> int:

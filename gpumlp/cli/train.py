@@ -24,7 +24,7 @@ from ..validation import check_fits_dtype
 from ._mpi import join_mpi_job, run_on_ranks
 from .bundle import Bundle, plain_value
 from .datafiles import Table, read_data
-from .errors import EXIT_OK, CLIError, Interrupted
+from .errors import EXIT_INTERRUPTED, EXIT_OK, CLIError, Interrupted, Terminated, stop_signals_like_ctrl_c
 
 MAX_CLASSES_AUTO = 100  # loss="auto": integer targets with at most this many values are classes
 
@@ -214,13 +214,14 @@ def _resume_checkpoint(path: str, model: MLP, n_train: int, epochs: int) -> Chec
     return ck
 
 
-def _interrupted(model: MLP, checkpoint: str | None) -> Interrupted:
+def _interrupted(model: MLP, checkpoint: str | None, exc: KeyboardInterrupt) -> Interrupted:
     done = len(model.history.get("loss", []))
     if checkpoint and os.path.exists(checkpoint):
         saved = f"; checkpoint in {checkpoint} (continue with --resume {checkpoint})"
     else:
         saved = "; nothing saved (train with --checkpoint PATH to be able to resume)"
-    return Interrupted(f"interrupted; the model was rolled back to epoch {done}{saved}")
+    what, code = (str(exc), 128 + exc.signum) if isinstance(exc, Terminated) else ("interrupted", EXIT_INTERRUPTED)
+    return Interrupted(f"{what}; the model was rolled back to epoch {done}{saved}", code)
 
 
 def cmd_train(args: argparse.Namespace, out: IO[str]) -> int:
@@ -246,8 +247,13 @@ def cmd_train(args: argparse.Namespace, out: IO[str]) -> int:
     DivergenceError
         When the loss diverged (the command reports it with exit status 1).
     Interrupted
-        On Ctrl-C, after the model was rolled back to its last complete epoch.
+        On Ctrl-C, SIGTERM or SIGHUP, after the model was rolled back to its last complete epoch.
     """
+    with stop_signals_like_ctrl_c():
+        return _cmd_train(args, out)
+
+
+def _cmd_train(args: argparse.Namespace, out: IO[str]) -> int:
     _check_train_flags(args)
     if args.plot:
         from ..plotting import check_plot_path
@@ -306,8 +312,8 @@ def _train(args: argparse.Namespace, data: TrainingData, group: Group | None, ou
             checkpoint_every=args.checkpoint_every or 1,
             resume=resume,
         )
-    except KeyboardInterrupt:
-        raise _interrupted(model, args.checkpoint) from None
+    except KeyboardInterrupt as exc:
+        raise _interrupted(model, args.checkpoint, exc) from None
     finally:
         bar.close()
     seconds = time.perf_counter() - t0

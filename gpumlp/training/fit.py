@@ -314,6 +314,7 @@ checkpoint, checkpoint_every, resume, cuda_graph, allow_tf32
     good = EpochState(model, opt)  # the last complete, finite epoch: what a divergence or Ctrl-C returns to
     good.capture(start, best, waited, best_snap)
     path = checkpoint if reducer.is_root else None
+    good.signals.install()  # Ctrl-C interrupts once; signals after it wait until the rollback is done
     try:
         for epoch in range(start + 1, epochs + 1):
             t0 = time.perf_counter()
@@ -347,6 +348,8 @@ checkpoint, checkpoint_every, resume, cuda_graph, allow_tf32
         good.rollback(history, path, config)
         model.history = history
         raise
+    finally:
+        good.signals.release()
     if early_stopping and waited and best_snap is not None:
         model.restore(best_snap)  # stopped by patience or not, the model ends at its best epoch
     model.history = history

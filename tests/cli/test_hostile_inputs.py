@@ -187,3 +187,74 @@ def test_values_beyond_float32_are_named_not_nan(workdir: Path, capsys: pytest.C
     np.savez(workdir / "reg.npz", X=np.ones((4, 2)), y=np.array([1.0, 2.0, 1e300, 3.0]))
     rc, out, err = run(capsys, "train", "reg.npz", "--loss", "mse", "--no-progress")
     _one_error_line(rc, err, "reg.npz: the target holds the value 1e+300, which overflows")
+
+
+@pytest.mark.parametrize("signame, code", [("SIGTERM", 143), ("SIGHUP", 129)])
+def test_sigterm_and_sighup_roll_back_checkpoint_and_exit_128_plus_n(tmp_path: Path, signame: str, code: int) -> None:
+    """`kill` (SIGTERM) or a closed terminal (SIGHUP) during training: as Ctrl-C, the model rolls back, the
+    checkpoint holds the last complete epoch, one line says so, and the status is 128 + the signal."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from cli_support import ROOT, write_csv
+
+    write_csv(tmp_path / "iris.csv", n=600)
+    argv = ["train", "iris.csv", "--target", "species", "--epochs", "100000", "--batch-size", "4"]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "gpumlp", *argv, "--checkpoint", "ck.npz", "--backend", "numpy", "--no-progress"],
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while not (tmp_path / "ck.npz").exists() and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.05)
+        time.sleep(0.3)  # a few more epochs
+        proc.send_signal(getattr(signal, signame))
+        out, err = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode == code, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"gpumlp: terminated by {signame}; the model was rolled back"), err
+    import re
+
+    import gpumlp as gm
+
+    epoch = int(re.search(r"rolled back to epoch (\d+)", err).group(1))
+    ck = gm.load_checkpoint(tmp_path / "ck.npz")
+    assert epoch >= 1 and ck.epoch == epoch and len(ck.history["loss"]) == epoch
+    assert "continue with --resume ck.npz" in err
+
+
+def test_predict_into_head_ends_quietly_with_141(workdir: Path, capsys: pytest.CaptureFixture) -> None:
+    """`gpumlp predict ... | head -1`: the reader leaves after one line; no error, the status of SIGPIPE (141)."""
+    import os
+    import subprocess
+    import sys
+
+    from cli_support import ROOT
+
+    _two_blobs(workdir / "small.csv")
+    assert run(capsys, "train", "small.csv", "--epochs", "1", "--out", "m.npz", "--no-progress")[0] == 0
+    rng = np.random.default_rng(0)
+    np.savetxt(
+        workdir / "many.csv", rng.normal(size=(100_000, 3)), delimiter=",", header="a,b,c", comments="", fmt="%.3f"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "gpumlp", "predict", "m.npz", "many.csv"],  # ~200 KB of output: beyond a pipe's 64 KB
+        cwd=workdir,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert proc.stdout.readline() == b"label\n"
+    proc.stdout.close()
+    err = proc.stderr.read()
+    assert proc.wait(timeout=120) == 141 and err == b""
