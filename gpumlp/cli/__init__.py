@@ -29,6 +29,7 @@ from ..backends import BACKEND_NAMES
 from ..data import DATASETS
 from ..losses import LOSSES
 from ..optimizers import OPTIMIZERS
+from ._mpi import end_job_early
 from .bench import cmd_bench
 from .errors import (
     EXIT_BROKEN_PIPE,
@@ -288,4 +289,5 @@ def _main(argv: list[str], out: IO[str]) -> int:
             raise
         code, line = failure(exc)
         print(line, file=sys.stderr)
+        end_job_early(argv, code)  # --distributed: a rank that failed before joining the job ends it
         return code

@@ -250,20 +250,19 @@ def cmd_train(args: argparse.Namespace, out: IO[str]) -> int:
         On Ctrl-C, SIGTERM or SIGHUP, after the model was rolled back to its last complete epoch.
     """
     with stop_signals_like_ctrl_c():
-        return _cmd_train(args, out)
+        if not args.distributed:
+            return _cmd_train(args, None, out)
+        group = join_mpi_job(args)  # first: a failure on one rank after this ends every rank (run_on_ranks)
+        return run_on_ranks(group, lambda: _cmd_train(args, group, out))
 
 
-def _cmd_train(args: argparse.Namespace, out: IO[str]) -> int:
+def _cmd_train(args: argparse.Namespace, group: Group | None, out: IO[str]) -> int:
     _check_train_flags(args)
     if args.plot:
         from ..plotting import check_plot_path
 
         check_plot_path(args.plot)
-    data = TrainingData(args)
-    if not args.distributed:
-        return _train(args, data, None, out)
-    group = join_mpi_job(args)
-    return run_on_ranks(group, lambda: _train(args, data, group, out))
+    return _train(args, TrainingData(args), group, out)
 
 
 def _train(args: argparse.Namespace, data: TrainingData, group: Group | None, out: IO[str]) -> int:

@@ -24,6 +24,7 @@ from ..workspace import Workspace
 from .cuda_graph import device_loop
 from .distributed import Reducer, make_reducer
 from .fused import can_fuse
+from .start_check import begin_start, refuse_start, resume_identity
 from .state import EpochState
 from .step import LossTotal, RowBatches, StepConfig, train_step
 
@@ -190,7 +191,29 @@ def _divergence_error(
     )
 
 
-def fit(
+def fit(model: MLP, X: Any, Y: Any, *, comm: Any, **settings: Any) -> dict[str, list[float]]:
+    """Train ``model``: :func:`_fit`, whose failure before the ranks' start check is told to the other
+    ranks of ``comm`` (they raise instead of waiting for this one forever).
+
+    Parameters
+    ----------
+    model, X, Y, comm, **settings
+        As for :func:`_fit` (all its keywords, required).
+
+    Returns
+    -------
+    dict of str to list of float
+        The history (:func:`_fit`).
+    """
+    group = begin_start(comm)
+    try:
+        return _fit(model, X, Y, comm=comm, **settings)
+    except BaseException as exc:
+        refuse_start(group, exc)
+        raise
+
+
+def _fit(
     model: MLP,
     X: Any,
     Y: Any,
@@ -294,6 +317,9 @@ checkpoint, checkpoint_every, resume, cuda_graph, allow_tf32
         l2=l2,
         shuffle=bool(shuffle),
         stopping=(early_stopping, patience),
+        clip_norm=clip_norm,
+        divergence_threshold=divergence_threshold,
+        resume=resume_identity(ck),
     )
     trainer = Trainer(model, loss, opt, l2, batch_size, shuffle, model.rng, reducer, clip_norm)
     trainer.device_loop = device_loop(trainer, cuda_graph, allow_tf32)

@@ -258,3 +258,32 @@ def test_predict_into_head_ends_quietly_with_141(workdir: Path, capsys: pytest.C
     proc.stdout.close()
     err = proc.stderr.read()
     assert proc.wait(timeout=120) == 141 and err == b""
+
+
+@pytest.mark.mpi
+@pytest.mark.parametrize(
+    "rank1_args, message",
+    [
+        (["missing.csv"], "no such file: 'missing.csv'"),
+        (["iris.csv", "--hidden", "0"], "argument --hidden: layer widths must be positive"),
+        (["iris.csv", "--clip-norm", "1"], "clip_norm: rank 0 has None, rank 1 has 1.0"),
+    ],
+)
+def test_distributed_train_where_one_rank_fails_early_ends_the_job(
+    workdir: Path, rank1_args: list[str], message: str
+) -> None:
+    """`mpiexec -n 1 gpumlp train ... : -n 1 gpumlp train <bad> ...`: the job ends with status 2 at once."""
+    import os
+
+    from cli_support import ROOT, write_csv
+    from mpi_launch import LAUNCHER, launch_ranks
+
+    if isinstance(LAUNCHER, str):
+        pytest.skip(LAUNCHER)
+    write_csv(workdir / "iris.csv")
+    common = ["-m", "gpumlp", "train", "--target", "species", "--epochs", "2", "--distributed", "--no-progress"]
+    env = {"PYTHONPATH": str(ROOT), "GPUMLP_MPI_TIMEOUT": "30"}
+    code, log, seconds = launch_ranks([*common, "iris.csv"], [*common, *rank1_args], env=env)
+    assert code == 2, log[-4000:]
+    assert message in log and "Traceback" not in log, log[-4000:]
+    assert seconds < 30 and not os.path.exists(workdir / "model.npz")
