@@ -5,7 +5,8 @@ last), an .npz (arrays ``X`` and ``y``), an .npy (one 2-D array, target in ``--t
 last column) or a built-in dataset name. ``train`` saves the model as gpumlp's .npz together
 with what ``predict`` and ``evaluate`` need: the task, class labels, feature names and the
 input standardisation. Bad input is reported as one line on stderr with exit status 2, a
-diverged training run with exit status 1, Ctrl-C with 130.
+diverged training run with exit status 1, Ctrl-C with 130, SIGTERM / SIGHUP during training
+(rolled back like Ctrl-C) with 143 / 129.
 
 The package: this module holds the parser, :func:`main` and the reporting of errors and warnings
 as one line; :mod:`.errors` the exit statuses and exceptions; :mod:`.datafiles` the data files;
@@ -265,7 +266,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     -------
     int
         0 on success, 1 when training diverged or an MPI job failed, 2 for bad input, 130 on
-        Ctrl-C, 141 when stdout was closed by its reader; ``gpumlp bench`` returns the script's.
+        Ctrl-C, 143 / 129 on SIGTERM / SIGHUP during training, 141 when stdout was closed by its
+        reader; ``gpumlp bench`` returns the script's.
     """
     argv = list(sys.argv[1:] if argv is None else argv)
     with warnings.catch_warnings():
