@@ -818,3 +818,20 @@ CASES += [
         "bad CLI metadata field 'features'",
     ),
 ]
+
+
+def _sk_fit32(c: Context) -> Any:
+    from gpumlp.sklearn import MLPClassifier
+
+    return MLPClassifier(max_iter=1, dtype="float32").fit(_OVER32(c), c.y)
+
+
+CASES += [
+    Case(
+        "MLPClassifier.fit",
+        "X beyond float32 (1e39), dtype='float32'",
+        _sk_fit32,
+        ValueError,
+        "X holds the value 1e\\+39, which overflows the model's dtype float32",
+    ),
+]
