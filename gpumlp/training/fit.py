@@ -24,7 +24,7 @@ from ..workspace import Workspace
 from .cuda_graph import device_loop
 from .distributed import Reducer, make_reducer
 from .fused import can_fuse
-from .start_check import begin_start, refuse_start, resume_identity
+from .start_check import resume_identity, tell_other_ranks_of_early_failure
 from .state import EpochState
 from .step import LossTotal, RowBatches, StepConfig, train_step
 
@@ -191,29 +191,8 @@ def _divergence_error(
     )
 
 
-def fit(model: MLP, X: Any, Y: Any, *, comm: Any, **settings: Any) -> dict[str, list[float]]:
-    """Train ``model``: :func:`_fit`, whose failure before the ranks' start check is told to the other
-    ranks of ``comm`` (they raise instead of waiting for this one forever).
-
-    Parameters
-    ----------
-    model, X, Y, comm, **settings
-        As for :func:`_fit` (all its keywords, required).
-
-    Returns
-    -------
-    dict of str to list of float
-        The history (:func:`_fit`).
-    """
-    group = begin_start(comm)
-    try:
-        return _fit(model, X, Y, comm=comm, **settings)
-    except BaseException as exc:
-        refuse_start(group, exc)
-        raise
-
-
-def _fit(
+@tell_other_ranks_of_early_failure
+def fit(
     model: MLP,
     X: Any,
     Y: Any,

@@ -8,7 +8,9 @@ collective, forever. See :meth:`gpumlp.training.distributed.Group.agree`.
 
 from __future__ import annotations
 
+import functools
 import hashlib
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -51,3 +53,30 @@ def resume_identity(ck: Any) -> str | None:
     for a in arrays:
         h.update(np.ascontiguousarray(a).tobytes())
     return f"epoch {ck.epoch}, digest {h.hexdigest()[:16]}"
+
+
+def tell_other_ranks_of_early_failure(fit: Callable[..., Any]) -> Callable[..., Any]:
+    """Wrap ``fit`` so that its failure before the start check is told to the other ranks of its
+    ``comm`` (:func:`begin_start`, :func:`refuse_start`); the signature stays ``fit``'s.
+
+    Parameters
+    ----------
+    fit : callable
+        ``fit(model, X, Y, *, comm, ...)``.
+
+    Returns
+    -------
+    callable
+        The wrapped ``fit``.
+    """
+
+    @functools.wraps(fit)
+    def wrapper(model: Any, X: Any, Y: Any, **settings: Any) -> Any:
+        group = begin_start(settings.get("comm"))
+        try:
+            return fit(model, X, Y, **settings)
+        except BaseException as exc:
+            refuse_start(group, exc)
+            raise
+
+    return wrapper
