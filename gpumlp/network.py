@@ -256,21 +256,21 @@ class MLP(Trainable):
     def check_data(self, X: Any, Y: Any, loss: str, names: tuple[str, str] = ("X", "Y")) -> tuple[Any, Any, str]:
         """Validated (X, T, loss) on this model's backend: T the targets as (n, n_outputs)
         (class labels one-hot), ``loss`` resolved ("auto" named); ``names`` go in the messages."""
-        X = check_inputs(X, self.n_features, names[0])
+        X = check_inputs(X, self.n_features, names[0], self.dtype)
         loss = self.resolve_loss(loss)
-        T = check_targets(Y, X.shape[0], loss, self.n_outputs, names[1])
+        T = check_targets(Y, X.shape[0], loss, self.n_outputs, names[1], self.dtype)
         return self.to_device(X), self.to_device(T), loss
 
     def forward(self, X: Any) -> Any:
         """Network output Ŷ (n_samples, n_outputs), on the model's backend, for inputs X (n_samples, n_features);
         evaluated in chunks of rows (:mod:`gpumlp.evaluation`)."""
-        return evaluation.forward(self, check_inputs(X, self.n_features))
+        return evaluation.forward(self, check_inputs(X, self.n_features, dtype=self.dtype))
 
     def predict(self, X: Any) -> Any:
         """Network output Ŷ (n_samples, n_outputs) for X (n_samples, n_features), returned as the same
         kind of array as X (NumPy in, NumPy out): probabilities for softmax/sigmoid outputs; evaluated
         in chunks of rows (:mod:`gpumlp.evaluation`)."""
-        return evaluation.predict(self, check_inputs(X, self.n_features))
+        return evaluation.predict(self, check_inputs(X, self.n_features, dtype=self.dtype))
 
     def loss(self, X: Any, Y: Any, loss: str = "auto", l2: float = 0.0) -> float:
         """Mean loss E = (1/n) Σ_n ℓ(Ŷ_n, T_n) + (λ/2) Σ_l ‖W_l‖².
@@ -288,9 +288,9 @@ class MLP(Trainable):
             λ of the L2 term (0: none).
         """
         l2 = check_number(l2, "l2", allow_zero=True)
-        X = check_inputs(X, self.n_features)
+        X = check_inputs(X, self.n_features, dtype=self.dtype)
         loss = self.resolve_loss(loss)
-        T = check_targets(Y, X.shape[0], loss, self.n_outputs)
+        T = check_targets(Y, X.shape[0], loss, self.n_outputs, dtype=self.dtype)
         return evaluation.loss_sum(self, X, T, loss) / X.shape[0] + self.l2_penalty(l2)
 
     def gradients(self, X: Any, Y: Any, loss: str = "auto", l2: float = 0.0) -> list[tuple[Any, Any]]:

@@ -133,8 +133,62 @@ def check_weights(pairs: list[tuple[Any, Any]], sizes: tuple[int, ...]) -> list[
     return pairs
 
 
-def check_inputs(X: Any, n_features: int, name: str = "X") -> Any:
-    """Features: a non-empty 2-D numeric array with ``n_features`` columns and no NaN/inf."""
+def _abs_max(a: Any) -> float:
+    """max |a| over a float array, chunked on the host (bounded temporaries)."""
+    if _is_host(a):
+        flat = a.reshape(-1)
+        return max(float(np.abs(flat[i : i + _FINITE_CHUNK]).max()) for i in range(0, flat.size, _FINITE_CHUNK))
+    xp = backend_of(a).xp
+    return float(xp.max(xp.abs(a)))
+
+
+def check_fits_dtype(a: Any, dtype: Any, name: str = "X", hint: str | None = None) -> Any:
+    """Finite values must stay finite in ``dtype``: 1e39 is finite in float64 but inf in float32.
+
+    Parameters
+    ----------
+    a : array
+        A finite numeric array (NumPy, CuPy or another array-API array).
+    dtype : str or dtype
+        The dtype ``a`` will be cast to (the model's).
+    name : str
+        The argument's name, for the message.
+    hint : str, optional
+        What to do instead, for the message (default: scale ``name`` down or use dtype='float64').
+
+    Returns
+    -------
+    array
+        ``a`` itself.
+
+    Raises
+    ------
+    ValueError
+        When a value is beyond ``dtype``'s largest finite value (IEEE 754 overflow to inf), naming
+        the largest value and the limit.
+    """
+    target = np.dtype(str(dtype)) if not isinstance(dtype, np.dtype) else dtype
+    if _is_host(a):
+        bits = 8 * a.dtype.itemsize if a.dtype.kind == "f" else 0
+    else:
+        xp = backend_of(a).xp
+        bits = xp.finfo(a.dtype).bits if xp.isdtype(a.dtype, "real floating") else 0
+    if target.kind != "f" or bits <= 8 * target.itemsize or a.size == 0:
+        return a  # only a wider float can hold values the model's dtype cannot
+    top = _abs_max(a)
+    limit = float(np.finfo(target).max)
+    if top > limit:
+        hint = hint or f"scale {name} down (e.g. standardise it) or use dtype='float64'"
+        raise ValueError(
+            f"{name} holds the value {top:.6g}, which overflows the model's dtype {target.name} (its largest "
+            f"finite value is {limit:.6g}); {hint}"
+        )
+    return a
+
+
+def check_inputs(X: Any, n_features: int, name: str = "X", dtype: Any = None) -> Any:
+    """Features: a non-empty 2-D numeric array with ``n_features`` columns and no NaN/inf, and
+    (given ``dtype``, the model's) no value that overflows ``dtype``."""
     X = as_array(X, name)
     if X.ndim != 2:
         hint = " (use X.reshape(-1, 1) for a single feature)" if X.ndim == 1 else ""
@@ -145,10 +199,12 @@ def check_inputs(X: Any, n_features: int, name: str = "X") -> Any:
         raise ValueError(f"{name} has {X.shape[1]} features per sample; the model expects {n_features}")
     if not all_finite(X):
         raise ValueError(f"{name} contains NaN or infinite values; expected finite numbers")
+    if dtype is not None:
+        check_fits_dtype(X, dtype, name)
     return X
 
 
-def check_targets(Y: Any, n_samples: int, loss: str, n_outputs: int, name: str = "Y") -> np.ndarray:
+def check_targets(Y: Any, n_samples: int, loss: str, n_outputs: int, name: str = "Y", dtype: Any = None) -> np.ndarray:
     """Targets for ``loss`` as a host (n_samples, n_outputs) array.
 
     cross_entropy takes integer labels in [0, n_outputs) or rows of class probabilities;
@@ -162,6 +218,8 @@ def check_targets(Y: Any, n_samples: int, loss: str, n_outputs: int, name: str =
         raise ValueError(f"X and {name} have different lengths: X has {n_samples} samples, {name} has {got}")
     if not all_finite(Y):
         raise ValueError(f"{name} contains NaN or infinite values; expected finite numbers")
+    if dtype is not None:
+        check_fits_dtype(Y, dtype, name)
     if loss == "cross_entropy" and Y.ndim == 1:
         return _labels_to_one_hot(Y, n_outputs, name)
     if Y.ndim == 1 and n_outputs == 1:

@@ -81,11 +81,52 @@ def misbehave(rank: int, epoch: int, how: str):
     return cb
 
 
+# Ranks that differ before training (issue 12 items 17, 18): rank 1 gets bad input or another setting;
+# "resume": rank 0 alone resumes from a checkpoint. Every rank must stop with an error, none may hang.
+HOSTILE = ("nan", "bad_resume", "clip_norm", "lr", "l2", "batch_size", "epochs", "threshold", "resume")
+
+
+def hostile(kind: str, out: str) -> None:
+    """Fit with ``comm="mpi"`` (no init first) where the ranks differ by ``kind``; each rank writes its
+    outcome ("trained" or the error) to OUT/rank<r>.txt."""
+    from mpi4py import MPI
+
+    rank = MPI.COMM_WORLD.Get_rank()
+    X, y, _, _ = data(41)
+    kw: dict[str, Any] = dict(epochs=2, batch_size=8, optimizer="sgd", lr=0.1)
+    odd = {"clip_norm": 1.0, "lr": 0.2, "l2": 1e-3, "batch_size": 9, "epochs": 3, "threshold": 10.0}
+    if rank == 1 and kind == "nan":
+        X = X.copy()
+        X[3, 2] = np.nan
+    elif rank == 1 and kind == "bad_resume":
+        kw["resume"] = os.path.join(out, "no-such-checkpoint.npz")
+    elif rank == 1 and kind in odd:
+        kw["divergence_threshold" if kind == "threshold" else kind] = odd[kind]
+    elif rank == 0 and kind == "resume":
+        path = os.path.join(out, "ck.npz")
+        gm.MLP(SIZES, hidden_activation="tanh", backend="numpy", seed=0).fit(
+            X, y, **{**kw, "epochs": 1}, checkpoint=path
+        )
+        kw["resume"] = path
+    model = gm.MLP(SIZES, hidden_activation="tanh", backend="numpy", seed=0)
+    try:
+        model.fit(X, y, comm="mpi", **kw)
+        outcome = "trained"
+    except (ValueError, TypeError, OSError) as exc:
+        outcome = f"{type(exc).__name__}: {exc}"
+    with open(os.path.join(out, f"rank{rank}.txt"), "w") as f:
+        f.write(outcome)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("out")
     parser.add_argument("--fail", help="RANK:EPOCH:HOW, HOW one of raise, exit, hang")
+    parser.add_argument("--hostile", choices=HOSTILE, help="ranks that differ before training")
     args = parser.parse_args()
+    if args.hostile:
+        hostile(args.hostile, args.out)
+        return
     group = gm.distributed.init("mpi")
     callbacks: tuple = ()
     if args.fail:

@@ -69,3 +69,29 @@ def launch(
         out, _ = proc.communicate()
         pytest.fail(f"mpiexec -n 2 hung for {LAUNCH_TIMEOUT} s; output:\n{out[-4000:]}")
     return proc.returncode, out, time.perf_counter() - t0
+
+
+def launch_ranks(*ranks: list[str], env: dict[str, str] | None = None) -> tuple[int, str, float]:
+    """``mpiexec -n 1 python A... : -n 1 python B...``: one program line per rank (rank 0 first), so the
+    ranks can get different arguments; (exit code, output, seconds), under LAUNCH_TIMEOUT as :func:`launch`."""
+    cmd, base_env = LAUNCHER
+    exe, flags = cmd[0], cmd[1:-3]  # [exe, *flags, "-n", "2", python]
+    line: list[str] = [exe, *flags]
+    for i, args in enumerate(ranks):
+        line += [*([":"] if i else []), "-n", "1", sys.executable, *args]
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(
+        line,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**base_env, **(env or {})},
+        start_new_session=True,
+    )
+    try:
+        out, _ = proc.communicate(timeout=LAUNCH_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, _ = proc.communicate()
+        pytest.fail(f"mpiexec hung for {LAUNCH_TIMEOUT} s; output:\n{out[-4000:]}")
+    return proc.returncode, out, time.perf_counter() - t0

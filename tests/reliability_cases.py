@@ -17,6 +17,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 import gpumlp as gm
+from gpumlp.cli.errors import CLIError
 from gpumlp.modelfile import encode_meta
 
 
@@ -795,3 +796,175 @@ class _Sparse:
 
     def toarray(self) -> np.ndarray:
         return np.zeros(self.shape)
+
+
+# ===== issue 12, items 10-14, 17, 18 (branch p2-hostile-cli): values beyond the model's dtype, and the
+# `gpumlp` command's hostile input. A CLI case calls the command's function, whose CLIError is what
+# `gpumlp` prints as one line with exit status 2.
+def _cli(c: Context, *argv: str) -> Any:
+    from gpumlp.cli import build_parser
+
+    args, extra = build_parser().parse_known_args(list(argv))
+    assert not extra, extra
+    return args.func(args, io.StringIO())
+
+
+def _csv(c: Context, name: str, text: str) -> str:
+    with open(c.path(name), "w") as f:
+        f.write(text)
+    return c.path(name)
+
+
+_ROWS = "".join(f"{i % 5}.5,{i % 3}.25,{i % 2}\n" for i in range(12))
+
+
+def _cli_model(c: Context, **meta: Any) -> str:
+    """A `gpumlp train` model of _ROWS (2 features, classes 0/1) with CLI metadata fields replaced."""
+    _cli(c, "train", _csv(c, "rows.csv", "a,b,label\n" + _ROWS), "--epochs", "1", "--out", c.path("cli.npz"))
+    with np.load(c.path("cli.npz")) as z:
+        arrays = {k: z[k] for k in z.files}
+    stored = json.loads(arrays["__cli__"].tobytes())
+    stored.update(meta)
+    arrays["__cli__"] = encode_meta(stored)
+    return c.npz("edited.npz", **arrays)
+
+
+_OVER32 = lambda c: np.where(c.X > 1.5, 1e39, c.X.astype(np.float64))  # noqa: E731
+
+CASES += [
+    Case(
+        "fit",
+        "X beyond float32 (1e39) for a float32 model",
+        lambda c: _fit(c.m, _OVER32(c), c.y),
+        ValueError,
+        "X holds the value 1e\\+39, which overflows the model's dtype float32",
+    ),
+    Case(
+        "fit",
+        "mse targets beyond float32 (1e300)",
+        lambda c: _fit(c.mr, c.X, np.full((20, 2), 1e300)),
+        ValueError,
+        "Y holds the value 1e\\+300, which overflows the model's dtype float32",
+    ),
+    Case(
+        "predict",
+        "X beyond float32 (1e39)",
+        lambda c: c.m.predict(_OVER32(c)),
+        ValueError,
+        "X holds the value 1e\\+39, which overflows the model's dtype float32",
+    ),
+    Case(
+        "loss",
+        "X beyond float32 (1e300)",
+        lambda c: c.m.loss(np.full((2, 5), 1e300), [0, 1]),
+        ValueError,
+        "X holds the value 1e\\+300, which overflows the model's dtype float32",
+    ),
+    Case(
+        "gpumlp train",
+        "duplicate CSV header names",
+        lambda c: _cli(c, "train", _csv(c, "d.csv", "a,a,label\n" + _ROWS)),
+        CLIError,
+        "names column 'a' twice",
+    ),
+    Case(
+        "gpumlp train",
+        "a ragged CSV row",
+        lambda c: _cli(c, "train", _csv(c, "r.csv", "a,b,label\n1,2\n" + _ROWS)),
+        CLIError,
+        "line 2 has 2 cells, but the header has 3",
+    ),
+    Case(
+        "gpumlp train",
+        "an extra CSV cell",
+        lambda c: _cli(c, "train", _csv(c, "e.csv", "a,b,label\n" + _ROWS + "1,2,0,9\n")),
+        CLIError,
+        "line 14 has 4 cells, but the header has 3 \\(an extra cell",
+    ),
+    Case(
+        "gpumlp train",
+        "target 'NA' in a 0/1 column",
+        lambda c: _cli(c, "train", _csv(c, "n.csv", "a,b,label\n" + _ROWS + "1,2,NA\n")),
+        CLIError,
+        "line 14: the target 'label' \\(column 2\\) is the missing-value marker 'NA'",
+    ),
+    Case(
+        "gpumlp train",
+        "--target not among 5000 columns",
+        lambda c: _cli(
+            c,
+            "train",
+            _csv(c, "w.csv", ",".join(f"f{i}" for i in range(5000)) + "\n" + ",".join("1" * 5000) + "\n"),
+            "--target",
+            "y",
+        ),
+        CLIError,
+        "columns are f0, .*, f9 \\.\\.\\. and 4990 more$",
+    ),
+    Case(
+        "gpumlp train",
+        "--hidden 10,,10",
+        lambda c: _cli(c, "train", "xor", "--hidden", "10,,10"),
+        CLIError,
+        "argument --hidden: expected comma-separated layer widths",
+    ),
+    Case(
+        "gpumlp train",
+        "--hidden ''",
+        lambda c: _cli(c, "train", "xor", "--hidden", ""),
+        CLIError,
+        "argument --hidden: expected comma-separated layer widths",
+    ),
+    Case(
+        "gpumlp train",
+        "--scale none with a feature of 1e39",
+        lambda c: _cli(c, "train", _csv(c, "o.csv", "a,b,label\n" + _ROWS + "1e39,2,0\n"), "--scale", "none"),
+        CLIError,
+        "a feature holds the value 1e\\+39, which overflows the model's dtype float32",
+    ),
+    Case(
+        "gpumlp predict",
+        "a feature of 1e39 for a float32 model",
+        lambda c: _cli(c, "predict", _cli_model(c), _csv(c, "p.csv", "a,b\n1e39,2\n")),
+        CLIError,
+        "a standardised feature holds the value .*overflows the model's dtype float32",
+    ),
+    Case(
+        "gpumlp predict",
+        "model metadata without 'task'",
+        lambda c: _cli(c, "predict", _cli_model(c, task=None), c.path("rows.csv")),
+        CLIError,
+        "edited.npz: bad CLI metadata field 'task'",
+    ),
+    Case(
+        "gpumlp predict",
+        "model metadata with too few classes",
+        lambda c: _cli(c, "predict", _cli_model(c, classes=[0]), c.path("rows.csv")),
+        CLIError,
+        "bad CLI metadata field 'classes': the network has 2 output\\(s\\)",
+    ),
+    Case(
+        "gpumlp evaluate",
+        "model metadata 'features' not a list",
+        lambda c: _cli(c, "evaluate", _cli_model(c, features=3), c.path("rows.csv")),
+        CLIError,
+        "bad CLI metadata field 'features'",
+    ),
+]
+
+
+def _sk_fit32(c: Context) -> Any:
+    from gpumlp.sklearn import MLPClassifier
+
+    return MLPClassifier(max_iter=1, dtype="float32").fit(_OVER32(c), c.y)
+
+
+CASES += [
+    Case(
+        "MLPClassifier.fit",
+        "X beyond float32 (1e39), dtype='float32'",
+        _sk_fit32,
+        ValueError,
+        "X holds the value 1e\\+39, which overflows the model's dtype float32",
+    ),
+]

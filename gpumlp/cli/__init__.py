@@ -5,7 +5,8 @@ last), an .npz (arrays ``X`` and ``y``), an .npy (one 2-D array, target in ``--t
 last column) or a built-in dataset name. ``train`` saves the model as gpumlp's .npz together
 with what ``predict`` and ``evaluate`` need: the task, class labels, feature names and the
 input standardisation. Bad input is reported as one line on stderr with exit status 2, a
-diverged training run with exit status 1, Ctrl-C with 130.
+diverged training run with exit status 1, Ctrl-C with 130, SIGTERM / SIGHUP during training
+(rolled back like Ctrl-C) with 143 / 129.
 
 The package: this module holds the parser, :func:`main` and the reporting of errors and warnings
 as one line; :mod:`.errors` the exit statuses and exceptions; :mod:`.datafiles` the data files;
@@ -29,6 +30,7 @@ from ..backends import BACKEND_NAMES
 from ..data import DATASETS
 from ..losses import LOSSES
 from ..optimizers import OPTIMIZERS
+from ._mpi import end_job_early
 from .bench import cmd_bench
 from .errors import (
     EXIT_BROKEN_PIPE,
@@ -66,10 +68,15 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _hidden(text: str) -> list[int]:
+    parts = text.replace(" ", "").split(",")
     try:
-        sizes = [int(s) for s in text.replace(" ", "").split(",") if s]
+        if not all(parts):  # "", "10,,10", "10,": an empty width is a typo, not "no layer"
+            raise ValueError
+        sizes = [int(s) for s in parts]
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated layer widths like 256,256; got {text!r}") from None
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated layer widths like 256,256, each a positive integer; got {text!r}"
+        ) from None
     if any(s <= 0 for s in sizes):
         raise argparse.ArgumentTypeError(f"layer widths must be positive; got {text!r}")
     return sizes
@@ -259,7 +266,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     -------
     int
         0 on success, 1 when training diverged or an MPI job failed, 2 for bad input, 130 on
-        Ctrl-C, 141 when stdout was closed by its reader; ``gpumlp bench`` returns the script's.
+        Ctrl-C, 143 / 129 on SIGTERM / SIGHUP during training, 141 when stdout was closed by its
+        reader; ``gpumlp bench`` returns the script's.
     """
     argv = list(sys.argv[1:] if argv is None else argv)
     with warnings.catch_warnings():
@@ -283,4 +291,5 @@ def _main(argv: list[str], out: IO[str]) -> int:
             raise
         code, line = failure(exc)
         print(line, file=sys.stderr)
+        end_job_early(argv, code)  # --distributed: a rank that failed before joining the job ends it
         return code

@@ -10,7 +10,6 @@ from the output layer.
 
 from __future__ import annotations
 
-import json
 import os
 from typing import Any
 
@@ -19,6 +18,8 @@ import numpy as np
 from ..modelfile import encode_meta, read_npz
 from ..network import MLP, save
 from ..network import load as load_model
+from ..validation import check_fits_dtype
+from .bundle_check import decode_cli_meta
 from .datafiles import Table
 from .errors import CLIError
 
@@ -111,8 +112,7 @@ class Bundle:
         except ValueError as exc:
             raise CLIError(str(exc)) from None
         if CLI_META in arrays:
-            meta = json.loads(arrays[CLI_META].tobytes().decode("utf-8"))
-            return cls(model, meta, arrays[CLI_MEAN], arrays[CLI_SCALE])
+            return cls(model, *decode_cli_meta(path, arrays, model, (CLI_META, CLI_MEAN, CLI_SCALE)))
         if CHECKPOINT_RECORD in arrays:
             raise CLIError(
                 f"{path!r} is a training checkpoint, without the standardisation and classes `gpumlp train` "
@@ -164,13 +164,19 @@ class Bundle:
                     f" ({table.target!r} was taken as the target: the file has no column "
                     f"{self.meta.get('target')!r}; name the target with --target)"
                 )
-            raise CLIError(f"{source}: missing feature columns {missing[:5]}{' ...' if len(missing) > 5 else ''}{hint}")
+            more = f" ... and {len(missing) - 5} more" if len(missing) > 5 else ""
+            raise CLIError(f"{source}: missing feature columns {missing[:5]}{more}{hint}")
         if X.shape[1] != self.model.n_features:
             raise CLIError(
                 f"{source}: {X.shape[1]} feature columns, but the model expects {self.model.n_features}"
                 f"{' (pass --target to drop the target column)' if X.shape[1] == self.model.n_features + 1 else ''}"
             )
-        return self.transform(X)
+        X = self.transform(X)
+        try:
+            check_fits_dtype(X, self.model.dtype, "a standardised feature", "the model cannot take this input")
+        except ValueError as exc:
+            raise CLIError(f"{source}: {exc}") from None
+        return X
 
     def class_indices(self, y: np.ndarray, source: str) -> np.ndarray:
         """Labels ``y`` as indices into the model's classes; unknown labels are an error.

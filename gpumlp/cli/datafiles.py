@@ -22,6 +22,9 @@ from ..data import DATASETS, load_dataset
 from .errors import CLIError
 
 HEADER_SAMPLE_ROWS = 1000  # rows of a CSV read to decide whether its first row is a header
+NAMES_SHOWN = 10  # column names listed in a message before "... and N more"
+# Target cells that mean "no value" in spreadsheets, R and pandas exports: a missing label, not a class.
+MISSING_MARKERS = frozenset({"na", "n/a", "#n/a", "nan", "-nan", "null", "none", "missing", "?"})
 
 
 class Table:
@@ -53,6 +56,12 @@ def _is_number(text: str) -> bool:
     return True
 
 
+def _name_list(names: list[str]) -> str:
+    """``names`` joined by commas, at most NAMES_SHOWN of them, then "... and N more"."""
+    more = f" ... and {len(names) - NAMES_SHOWN} more" if len(names) > NAMES_SHOWN else ""
+    return ", ".join(names[:NAMES_SHOWN]) + more
+
+
 def _column_index(spec: str, header: list[str] | None, n_cols: int, path: str) -> int:
     """Column ``spec`` (a header name or an integer index, negative from the end) as an index."""
     if header is not None and spec in header:
@@ -60,7 +69,9 @@ def _column_index(spec: str, header: list[str] | None, n_cols: int, path: str) -
     try:
         index = int(spec)
     except ValueError:
-        names = f"; columns are {', '.join(header)}" if header else " (the file has no header row; use a column number)"
+        names = (
+            f"; columns are {_name_list(header)}" if header else " (the file has no header row; use a column number)"
+        )
         raise CLIError(f"{path}: no column named {spec!r}{names}") from None
     if not -n_cols <= index < n_cols:
         raise CLIError(f"{path}: column {index} is out of range; the file has {n_cols} columns")
@@ -98,6 +109,67 @@ def _loadtxt(path: str, skip: int, cols: list[int], header: list[str] | None, dt
         ) from None
 
 
+def _check_header(path: str, header: list[str]) -> None:
+    """Column names must be unique: a duplicate would make picking columns by name ambiguous."""
+    seen: dict[str, int] = {}
+    for i, name in enumerate(header):
+        if name in seen:
+            raise CLIError(
+                f"{path}: the header names column {name!r} twice (columns {seen[name]} and {i}); "
+                "column names must be unique: rename one"
+            )
+        seen[name] = i
+
+
+def _check_row_lengths(path: str, n_cols: int, header: bool) -> None:
+    """Every non-blank row has ``n_cols`` cells; else a CLIError naming the first bad line.
+
+    Without quotes in the file, cells are counted by commas per line (fast); with quotes, by the
+    csv module (a quoted cell may hold commas and line breaks)."""
+    with open(path, "rb") as f:
+        data = f.read()
+    if b'"' not in data:
+        for number, line in enumerate(data.split(b"\n"), start=1):
+            if line.count(b",") != n_cols - 1 and line.strip():  # blank lines are skipped, as np.loadtxt does
+                _ragged(path, number, line.count(b",") + 1, n_cols, header)
+        return
+    with open(path, newline="", encoding="utf-8-sig") as f:
+        reader = csv.reader(f)
+        for row in reader:
+            if row and len(row) != n_cols:
+                _ragged(path, reader.line_num, len(row), n_cols, header)
+
+
+def _ragged(path: str, line: int, cells: int, n_cols: int, header: bool) -> None:
+    kind = "an extra cell" if cells > n_cols else "a missing cell"
+    raise CLIError(
+        f"{path}: line {line} has {cells} cells, but the {'header' if header else 'first row'} has {n_cols} "
+        f"({kind}: a stray comma or a cut row?)"
+    )
+
+
+def _check_target_values(path: str, y: np.ndarray, name: str, skip: int) -> np.ndarray:
+    """Training targets: no empty cell or missing-value marker ("NA", "NaN", "null", ...), finite numbers."""
+    missing = np.flatnonzero(np.isin(np.char.lower(y), ["", *MISSING_MARKERS]))
+    if missing.size:
+        value = f"the missing-value marker {str(y[missing[0]])!r}" if y[missing[0]] else "empty (a missing value)"
+        raise CLIError(
+            f"{path}: line {missing[0] + 1 + skip}: the target {name} is {value}; fill it in or drop the row "
+            f"({missing.size} such row{'s' if missing.size > 1 else ''})"
+        )
+    if not all(_is_number(v) for v in y[: min(len(y), 1000)]):
+        return y
+    try:
+        values = y.astype(np.float64)
+    except ValueError:
+        return y  # text labels after numeric-looking ones: classes
+    bad = np.flatnonzero(~np.isfinite(values))
+    if bad.size:
+        line = bad[0] + 1 + skip
+        raise CLIError(f"{path}: line {line}: the target {name} is {str(y[bad[0]])!r}; expected a finite number")
+    return values
+
+
 def _read_csv(path: str, target: str | None, want_target: bool, known_target: str | None) -> Table:
     with open(path, newline="", encoding="utf-8-sig") as f:  # -sig: drop the BOM spreadsheets write
         rows = [[c.strip() for c in row] for row in itertools.islice(csv.reader(f), HEADER_SAMPLE_ROWS)]
@@ -109,6 +181,9 @@ def _read_csv(path: str, target: str | None, want_target: bool, known_target: st
     below = [{row[i] for row in rows[1:] if i < len(row)} for i in range(len(first))]
     header = first if any(c and not _is_number(c) and c not in below[i] for i, c in enumerate(first)) else None
     n_cols = len(first)
+    if header is not None:
+        _check_header(path, header)
+    _check_row_lengths(path, n_cols, header is not None)
     t = None
     if target is not None:
         t = _column_index(target, header, n_cols, path)
@@ -127,14 +202,9 @@ def _read_csv(path: str, target: str | None, want_target: bool, known_target: st
     if t is not None:
         y = _loadtxt(path, skip, [t], header, str)[:, 0]
         y = np.char.strip(y)
-        empty = np.flatnonzero(y == "")
-        if empty.size and want_target:  # predict drops the column whatever it holds
-            name = f"{header[t]!r} (column {t})" if header else f"column {t}"
-            raise CLIError(
-                f"{path}: line {empty[0] + 1 + skip}: the target {name} is empty (a missing value); "
-                "fill it in or drop the row"
-            )
-        if all(_is_number(v) for v in y[: min(len(y), 1000)]):
+        if want_target:  # predict drops the column whatever it holds
+            y = _check_target_values(path, y, f"{header[t]!r} (column {t})" if header else f"column {t}", skip)
+        elif all(_is_number(v) for v in y[: min(len(y), 1000)]):
             try:
                 y = y.astype(np.float64)
             except ValueError:

@@ -19,7 +19,7 @@ import numpy as np
 from .._files import atomic_write, check_output_path
 from .bundle import Bundle
 from .datafiles import read_data
-from .errors import EXIT_OK, CLIError
+from .errors import EXIT_OK, CLIError, emit
 
 
 def _check_out(args: argparse.Namespace) -> None:
@@ -47,7 +47,7 @@ def _write_table(path: str | None, columns: list[str], rows: np.ndarray, out: IO
     if path:
         atomic_write(path, lambda f: f.write(buf.getvalue().encode("utf-8")), "--out")
     else:
-        out.write(buf.getvalue())
+        emit(out, buf.getvalue())
 
 
 def cmd_predict(args: argparse.Namespace, out: IO[str]) -> int:

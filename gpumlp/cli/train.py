@@ -23,10 +23,11 @@ from ..data import train_test_split
 from ..distributed import Group
 from ..memory import check_fits, model_bytes, training_bytes
 from ..network import MLP
+from ..validation import check_fits_dtype
 from ._mpi import join_mpi_job, run_on_ranks
 from .bundle import Bundle, plain_value
 from .datafiles import Table, read_data
-from .errors import EXIT_OK, CLIError, Interrupted
+from .errors import EXIT_INTERRUPTED, EXIT_OK, CLIError, Interrupted, Terminated, stop_signals_like_ctrl_c
 
 MAX_CLASSES_AUTO = 100  # loss="auto": integer targets with at most this many values are classes
 
@@ -80,6 +81,29 @@ def _network_targets(
     return k, "sigmoid", eye[y_tr], None if y_val is None else eye[y_val]
 
 
+def standardisation(X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Column means and standard deviations of ``X`` that never overflow.
+
+    Each column is divided by its largest absolute value first, so no square exceeds 1 (a
+    feature of 1e154 would square to inf in float64 and be zeroed by an infinite scale).
+
+    Parameters
+    ----------
+    X : numpy.ndarray
+        Finite float64 features, shape (samples, features).
+
+    Returns
+    -------
+    tuple of numpy.ndarray
+        The means and the scales, shape (features,) each; a constant column's scale is 1.
+    """
+    top = np.abs(X).max(axis=0)
+    top = np.where(top > 0, top, 1.0)
+    Z = X / top
+    std = Z.std(axis=0)
+    return Z.mean(axis=0) * top, np.where(std > 0, std * top, 1.0)
+
+
 class TrainingData:
     """What ``train`` derives from the data file and flags: the split, the network's targets and
     the Bundle metadata (task, classes, feature names, standardisation). A ``--resume`` run
@@ -128,12 +152,21 @@ class TrainingData:
                 raise CLIError(f"--val-split {args.val_split}: {exc}") from None
         else:
             self.X_tr, self.y_tr, self.X_val, self.y_val = X, y, None, None
-        self.mean = self.X_tr.mean(axis=0) if args.scale == "standard" else np.zeros(X.shape[1])
-        std = self.X_tr.std(axis=0) if args.scale == "standard" else np.ones(X.shape[1])
-        self.scale = np.where(std > 0, std, 1.0)
+        if args.scale == "standard":
+            self.mean, self.scale = standardisation(self.X_tr)
+        else:
+            self.mean, self.scale = np.zeros(X.shape[1]), np.ones(X.shape[1])
         self.n_out, self.output, self.T_tr, self.T_val = _network_targets(
             self.task, self.loss, self.classes, self.y_tr, self.y_val
         )
+        # Standardised features cannot overflow (|x - mean| / std <= sqrt(samples)); raw ones and targets can.
+        checks = [("a feature", X, " or --scale standard")] if args.scale == "none" else []
+        checks += [("the target", y, "")] if self.task == "regression" else []
+        for what, values, other in checks:
+            try:
+                check_fits_dtype(values, args.dtype, what, f"train with --dtype float64{other}")
+            except ValueError as exc:
+                raise CLIError(f"{args.data}: {exc}") from None
         self.meta = {
             "task": self.task,
             "loss": self.loss,
@@ -186,13 +219,14 @@ def _resume_checkpoint(path: str, model: MLP, n_train: int, epochs: int) -> Chec
     return ck
 
 
-def _interrupted(model: MLP, checkpoint: str | None) -> Interrupted:
+def _interrupted(model: MLP, checkpoint: str | None, exc: KeyboardInterrupt) -> Interrupted:
     done = len(model.history.get("loss", []))
     if checkpoint and os.path.exists(checkpoint):
         saved = f"; checkpoint in {checkpoint} (continue with --resume {checkpoint})"
     else:
         saved = "; nothing saved (train with --checkpoint PATH to be able to resume)"
-    return Interrupted(f"interrupted; the model was rolled back to epoch {done}{saved}")
+    what, code = (str(exc), 128 + exc.signum) if isinstance(exc, Terminated) else ("interrupted", EXIT_INTERRUPTED)
+    return Interrupted(f"{what}; the model was rolled back to epoch {done}{saved}", code)
 
 
 def cmd_train(args: argparse.Namespace, out: IO[str]) -> int:
@@ -218,18 +252,22 @@ def cmd_train(args: argparse.Namespace, out: IO[str]) -> int:
     DivergenceError
         When the loss diverged (the command reports it with exit status 1).
     Interrupted
-        On Ctrl-C, after the model was rolled back to its last complete epoch.
+        On Ctrl-C, SIGTERM or SIGHUP, after the model was rolled back to its last complete epoch.
     """
+    with stop_signals_like_ctrl_c():
+        if not args.distributed:
+            return _cmd_train(args, None, out)
+        group = join_mpi_job(args)  # first: a failure on one rank after this ends every rank (run_on_ranks)
+        return run_on_ranks(group, lambda: _cmd_train(args, group, out))
+
+
+def _cmd_train(args: argparse.Namespace, group: Group | None, out: IO[str]) -> int:
     _check_train_flags(args)
     if args.plot:
         from ..plotting import check_plot_path
 
         check_plot_path(args.plot)
-    data = TrainingData(args)
-    if not args.distributed:
-        return _train(args, data, None, out)
-    group = join_mpi_job(args)
-    return run_on_ranks(group, lambda: _train(args, data, group, out))
+    return _train(args, TrainingData(args), group, out)
 
 
 def _train(args: argparse.Namespace, data: TrainingData, group: Group | None, out: IO[str]) -> int:
@@ -286,8 +324,8 @@ def _train(args: argparse.Namespace, data: TrainingData, group: Group | None, ou
             checkpoint_every=args.checkpoint_every or 1,
             resume=resume,
         )
-    except KeyboardInterrupt:
-        raise _interrupted(model, args.checkpoint) from None
+    except KeyboardInterrupt as exc:
+        raise _interrupted(model, args.checkpoint, exc) from None
     finally:
         bar.close()
     seconds = time.perf_counter() - t0

@@ -17,7 +17,7 @@ from ..backends import backend_of, to_numpy
 from ..network import MLP, model_meta
 from ..optimizers import SGD, Adam, Optimizer
 from ..trainable import fit as _train
-from ..validation import check_bool, check_choice, check_number
+from ..validation import check_bool, check_choice, check_fits_dtype, check_number
 from ._monitor import EpochMonitor
 
 # scikit-learn's activation names -> gpumlp's.
@@ -154,6 +154,7 @@ class BaseMLP(BaseEstimator):
             dtype = _dtype_name(self.dtype) if self.dtype is not None else X.dtype.name
         else:
             dtype = self._model.dtype
+        X, Y = check_fits_dtype(X, dtype), check_fits_dtype(Y, dtype, "y")  # 1e39 must not become inf
         X, Y = X.astype(dtype, copy=False), Y.astype(dtype, copy=False)
         random_state = check_random_state(self.random_state)
         if first_pass:

@@ -94,11 +94,64 @@ class Group:
         self.timeout = check_number(timeout, "timeout")
         self.comm = comm
         self.rank, self.size = comm.Get_rank(), comm.Get_size()
-        node = comm.Split_type(MPI.COMM_TYPE_SHARED, key=self.rank)
-        self.local_rank = node.Get_rank()
-        node.Free()
+        self._local_rank: int | None = None  # no collective here: a rank that never comes must not block this one
         self._reducers: dict[str, Reducer] = {}
+        self.awaiting_start = False  # set by fit until this rank has taken part in the start check
         _abort_on_uncaught_exception(MPI)
+
+    @property
+    def local_rank(self) -> int:
+        """This rank's index among the ranks on its host (one allgather of host names, under the timeout)."""
+        if self._local_rank is None:
+            name = _mpi().Get_processor_name()
+            mine = np.frombuffer(hashlib.sha256(name.encode()).digest()[:8], dtype=np.int64).copy()
+            seen = np.zeros(self.size, dtype=np.int64)
+            wait(self.comm.Iallgather(mine, seen), self, "the start (host names)")
+            self._local_rank = int(np.count_nonzero(seen[: self.rank] == mine[0]))
+        return self._local_rank
+
+    def agree(self, error: BaseException | None, settings: dict[str, Any] | None = None) -> None:
+        """The start check of a distributed fit: ONE non-blocking allgather, bounded by the timeout.
+
+        Every rank sends whether its own checks passed (``error`` None) and a digest of ``settings``
+        (everything that changes the update). A rank whose checks failed returns (its caller raises
+        its own error); the others raise ValueError naming that rank and its error, so no rank is
+        left waiting. Ranks whose settings differ raise ValueError naming the settings that differ.
+        Only once every rank has answered (all alive, all here) may a blocking exchange follow.
+
+        Raises
+        ------
+        ValueError
+            When another rank failed its checks, or the settings differ between ranks.
+        DistributedError
+            When a rank does not answer within the timeout (it crashed or never called fit).
+        """
+        self.awaiting_start = False
+        mine = repr(sorted((settings or {}).items()))
+        vote = np.array([error is not None, 0], dtype=np.int64)
+        vote[1] = np.frombuffer(hashlib.sha256(mine.encode()).digest()[:8], dtype=np.int64)[0]
+        seen = np.zeros((self.size, 2), dtype=np.int64)
+        wait(self.comm.Iallgather(vote, seen), self, "the start check of fit")
+        if seen[:, 0].any():
+            texts = self.comm.allgather(None if error is None else f"{type(error).__name__}: {error}")
+            if error is None:
+                bad = next(r for r, t in enumerate(texts) if t is not None)
+                raise ValueError(
+                    f"distributed fit: rank {bad} of {self.size} failed its checks, so no rank trains: {texts[bad]}"
+                )
+            return
+        if np.any(seen[:, 1] != seen[0, 1]):
+            everyone = self.comm.allgather(settings)
+            odd = next(r for r in range(self.size) if seen[r, 1] != seen[0, 1])
+            keys = sorted(set(everyone[0]) | set(everyone[odd]), key=str)
+            diff = [k for k in keys if repr(everyone[0].get(k)) != repr(everyone[odd].get(k))]
+            detail = "; ".join(
+                f"{k}: rank 0 has {everyone[0].get(k)!r}, rank {odd} has {everyone[odd].get(k)!r}" for k in diff
+            )
+            raise ValueError(
+                "distributed fit needs the same model, data shapes and settings on every rank (they change the "
+                f"update); {detail}"
+            )
 
     @property
     def is_root(self) -> bool:
@@ -236,19 +289,10 @@ class MPIReducer(Reducer):
         return shard(start, stop, self.rank, self.size)
 
     def start(self, model: Any, **settings: Any) -> None:
-        """Check that every rank trains the same model the same way (a mismatch would deadlock),
-        then broadcast rank 0's weights and shuffling RNG state."""
-        mine = repr((list(model.sizes), model.activations, model.dtype, model.backend.name, sorted(settings.items())))
-        digest = np.frombuffer(hashlib.sha256(mine.encode()).digest()[:8], dtype=np.int64)
-        seen = np.zeros(self.size, dtype=np.int64)
-        self.wait(self.comm.Iallgather(digest, seen), "the start of fit")
-        if np.any(seen != seen[0]):
-            everyone = self.comm.allgather(mine)
-            odd = next(r for r in range(self.size) if everyone[r] != everyone[0])
-            raise ValueError(
-                "distributed fit needs the same model, data shapes and settings on every rank; "
-                f"rank 0 has {everyone[0]}, rank {odd} has {everyone[odd]}"
-            )
+        """The start check (:meth:`Group.agree`: every rank passed its checks and trains the same model
+        the same way; a mismatch would deadlock), then broadcast rank 0's weights and RNG state."""
+        model_settings = {"sizes": list(model.sizes), "activations": list(model.activations), "dtype": model.dtype}
+        self.group.agree(None, {**model_settings, "backend": model.backend.name, **settings})
         weights = model.get_weights()
         for W, b in weights:
             self.comm.Bcast(W, root=0)
@@ -277,19 +321,29 @@ class MPIReducer(Reducer):
 
     def wait(self, request: Any, what: str) -> None:
         """Complete an MPI request, or raise :class:`DistributedError` after the group's timeout."""
-        if request.Test():
-            return
-        deadline = time.monotonic() + self.group.timeout
-        while not request.Test():
-            if time.monotonic() > deadline:
-                self.timed_out(what)
+        wait(request, self.group, what)
 
     def timed_out(self, what: str) -> None:
-        raise DistributedError(
-            f"rank {self.rank} of {self.size} waited {self.group.timeout:g} s in {what} for the other ranks: "
-            "one of them has crashed, hung, or runs a different number of steps (different data, "
-            f"batch_size or epochs). Set ${TIMEOUT_ENV} or init(timeout=...) to wait longer."
-        )
+        timed_out(self.group, what)
+
+
+def wait(request: Any, group: Group, what: str) -> None:
+    """Complete an MPI request, or raise :class:`DistributedError` after ``group``'s timeout."""
+    if request.Test():
+        return
+    deadline = time.monotonic() + group.timeout
+    while not request.Test():
+        if time.monotonic() > deadline:
+            timed_out(group, what)
+
+
+def timed_out(group: Group, what: str) -> None:
+    """Raise the :class:`DistributedError` of a rank that waited ``group.timeout`` s in ``what``."""
+    raise DistributedError(
+        f"rank {group.rank} of {group.size} waited {group.timeout:g} s in {what} for the other ranks: "
+        "one of them has crashed, hung, never started, or runs a different number of steps (different data, "
+        f"batch_size or epochs). Set ${TIMEOUT_ENV} or init(timeout=...) to wait longer."
+    )
 
 
 class CudaMPIReducer(MPIReducer):
@@ -313,11 +367,17 @@ class NCCLReducer(MPIReducer):
 
     def __init__(self, group: Group, backend: Backend, nccl: Any) -> None:
         super().__init__(group, backend)
-        uid = self.comm.bcast(nccl.get_unique_id() if self.rank == 0 else None, root=0)
-        self._nccl = nccl.NcclCommunicator(self.size, uid, self.rank)
+        self._nccl_module, self._nccl = nccl, None  # the communicator comes after the start check: see start
         self._types = {"float32": nccl.NCCL_FLOAT32, "float64": nccl.NCCL_FLOAT64}
         self._sum = nccl.NCCL_SUM
         self._cuda = backend.xp.cuda
+
+    def start(self, model: Any, **settings: Any) -> None:
+        super().start(model, **settings)
+        if self._nccl is None:  # every rank passed the start check, so every rank comes to this bcast
+            nccl = self._nccl_module
+            uid = self.comm.bcast(nccl.get_unique_id() if self.rank == 0 else None, root=0)
+            self._nccl = nccl.NcclCommunicator(self.size, uid, self.rank)
 
     def allreduce_(self, flat: Any) -> None:
         ptr = flat.data.ptr

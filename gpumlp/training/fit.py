@@ -25,6 +25,7 @@ from ..workspace import Workspace
 from .cuda_graph import device_loop
 from .distributed import Reducer, make_reducer
 from .fused import can_fuse
+from .start_check import resume_identity, tell_other_ranks_of_early_failure
 from .state import EpochState, one_fit_at_a_time
 from .step import LossTotal, RowBatches, StepConfig, train_step
 
@@ -191,6 +192,7 @@ def _divergence_error(
     )
 
 
+@tell_other_ranks_of_early_failure
 @one_fit_at_a_time
 def fit(
     model: MLP,
@@ -310,6 +312,9 @@ checkpoint, checkpoint_every, resume, cuda_graph, allow_tf32
         l2=l2,
         shuffle=bool(shuffle),
         stopping=(early_stopping, patience),
+        clip_norm=clip_norm,
+        divergence_threshold=divergence_threshold,
+        resume=resume_identity(ck),
     )
     trainer = Trainer(model, loss, opt, l2, batch_size, shuffle, model.rng, reducer, clip_norm)
     trainer.device_loop = device_loop(trainer, cuda_graph, allow_tf32)
@@ -330,6 +335,7 @@ checkpoint, checkpoint_every, resume, cuda_graph, allow_tf32
     good = EpochState(model, opt)  # the last complete, finite epoch: what a divergence or Ctrl-C returns to
     good.capture(start, best, waited, best_snap)
     path = checkpoint if reducer.is_root else None
+    good.signals.install()  # Ctrl-C interrupts once; signals after it wait until the rollback is done
     try:
         for epoch in range(start + 1, epochs + 1):
             t0 = time.perf_counter()
@@ -363,6 +369,8 @@ checkpoint, checkpoint_every, resume, cuda_graph, allow_tf32
         good.rollback(history, path, config)
         model.history = history
         raise
+    finally:
+        good.signals.release()
     if early_stopping and waited and best_snap is not None:
         model.restore(best_snap)  # stopped by patience or not, the model ends at its best epoch
     model.history = history

@@ -1,9 +1,11 @@
-"""What a divergence or a Ctrl-C returns to: the training state at the end of the last good epoch."""
+"""What a divergence or a Ctrl-C returns to: the training state at the end of the last good epoch,
+and the guard that keeps the return whole when a second Ctrl-C (or SIGTERM) follows the first."""
 
 from __future__ import annotations
 
 import functools
 import math
+import signal
 import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -45,6 +47,58 @@ def one_fit_at_a_time(fit: _F) -> _F:
     return guarded  # type: ignore[return-value]
 
 
+STOP_SIGNALS = tuple(getattr(signal, n) for n in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, n))
+
+
+class SignalGuard:
+    """Holds back stop signals while an interrupted or diverged fit rolls back.
+
+    :meth:`install` wraps the Python handlers of SIGINT, SIGTERM and SIGHUP (only those that run
+    Python code: ``SIG_DFL`` and ``SIG_IGN`` are left alone) on the main thread. The first signal
+    runs its handler, which raises (KeyboardInterrupt); from that moment, and once :meth:`hold` was
+    called, further signals are recorded instead of run, so the rollback cannot be cut in half (a
+    second Ctrl-C a few ms after the first used to leave layers from two epochs). :meth:`release`
+    puts the handlers back and delivers the first recorded signal. Off the main thread Python
+    delivers no signals, and nothing is installed.
+    """
+
+    def __init__(self) -> None:
+        self.previous: dict[int, Any] = {}
+        self.holding = False
+        self.pending: list[int] = []
+
+    def install(self) -> None:
+        """Wrap the stop signals' Python handlers (main thread only)."""
+        if threading.current_thread() is not threading.main_thread():
+            return
+        for sig in STOP_SIGNALS:
+            handler = signal.getsignal(sig)
+            if callable(handler):
+                self.previous[sig] = handler
+                signal.signal(sig, self._handle)
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.holding:
+            self.pending.append(signum)
+            return
+        self.holding = True  # a second signal before the rollback begins must wait for it too
+        self.previous[signum](signum, frame)  # raises KeyboardInterrupt (or the CLI's Terminated)
+        self.holding = False  # a handler that returned: training goes on
+
+    def hold(self) -> None:
+        """From now until :meth:`release`, stop signals are recorded, not run."""
+        self.holding = True
+
+    def release(self) -> None:
+        """Put the handlers back; deliver the first signal held back (its handler raises here)."""
+        for sig, handler in self.previous.items():
+            signal.signal(sig, handler)
+        self.previous = {}
+        pending, self.pending, self.holding = self.pending, [], False
+        if pending:
+            signal.raise_signal(pending[0])
+
+
 class EpochState:
     """The training state at the end of one epoch, kept in reused device buffers.
 
@@ -64,6 +118,7 @@ class EpochState:
         self.waited = 0
         self.best_weights: list[Any] | None = None
         self.complete = True
+        self.signals = SignalGuard()  # fit installs it for its loop; a rollback holds signals back
 
     def capture(
         self, epoch: int, best_loss: float = math.inf, waited: int = 0, best_weights: list[Any] | None = None
@@ -112,9 +167,12 @@ class EpochState:
         )
 
     def rollback(self, history: dict[str, list[float]], path: str | None, config: dict[str, Any]) -> None:
-        """:meth:`restore`, cut ``history`` back to this epoch, and checkpoint it to ``path`` if given."""
+        """:meth:`restore`, cut ``history`` back to this epoch (also as the model's history), and
+        checkpoint it to ``path`` if given; stop signals wait until ``fit`` ends (see :class:`SignalGuard`)."""
+        self.signals.hold()
         self.restore()
         for values in history.values():
             del values[self.epoch :]
+        self.model.history = history
         if path is not None:
             self.save(path, history, config)

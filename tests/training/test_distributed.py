@@ -112,3 +112,36 @@ def test_workspace_gradients_pack_into_one_buffer(backend_name: str, rng: np.ran
     for got, want, view in zip(packed, expected, ws.flat_grad_list()):
         np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-9)
         np.testing.assert_array_equal(gm.to_numpy(view), got)  # ws.grads are the buffer's views
+
+
+# ----- ranks that differ before training (issue 12 items 17, 18): an error on every rank, never a hang
+@mpi
+@needs_mpi
+@pytest.mark.parametrize(
+    "kind, rank1, rank0",
+    [
+        (
+            "nan",
+            "ValueError: X contains NaN",
+            "rank 1 of 2 failed its checks, so no rank trains: ValueError: X contains",
+        ),
+        ("bad_resume", "no-such-checkpoint.npz", "rank 1 of 2 failed its checks, so no rank trains"),
+        ("clip_norm", "clip_norm: rank 0 has None, rank 1 has 1.0", "clip_norm: rank 0 has None, rank 1 has 1.0"),
+        ("lr", "optimizer: rank 0 has ('sgd', {'lr': 0.1,", "rank 1 has ('sgd', {'lr': 0.2,"),
+        ("l2", "l2: rank 0 has 0.0, rank 1 has 0.001", "l2: rank 0 has 0.0, rank 1 has 0.001"),
+        ("batch_size", "batch_size: rank 0 has 8, rank 1 has 9", "batch_size: rank 0 has 8, rank 1 has 9"),
+        ("epochs", "epochs: rank 0 has 2, rank 1 has 3", "epochs: rank 0 has 2, rank 1 has 3"),
+        ("threshold", "divergence_threshold: rank 0 has 10000.0, rank 1 has 10.0", "divergence_threshold: rank 0"),
+        ("resume", "resume: rank 0 has 'epoch 1, digest", "rank 1 has None"),
+    ],
+)
+def test_ranks_that_differ_before_training_all_stop_with_an_error(
+    tmp_path: Path, kind: str, rank1: str, rank0: str
+) -> None:
+    # 30 s: the timeout would only end a hang that the start check failed to prevent
+    code, log, seconds = launch(str(tmp_path), "--hostile", kind, env={"GPUMLP_MPI_TIMEOUT": "30"})
+    assert code == 0, log[-4000:]
+    outcome = [(tmp_path / f"rank{r}.txt").read_text() for r in range(2)]
+    assert rank1 in outcome[1] and rank0 in outcome[0], outcome
+    assert "trained" not in outcome and "waited" not in log
+    assert seconds < 30  # answered by the start check, not by the timeout
