@@ -65,10 +65,10 @@ _DROP = object()
         (None, {CLI_META: np.frombuffer(b"[1, 2]", dtype=np.uint8)}, "expected a JSON object"),
         (None, {CLI_META: np.frombuffer(b"{oops", dtype=np.uint8)}, "corrupted CLI metadata"),
         (None, {CLI_MEAN: _DROP}, f"no {CLI_MEAN!r} array"),
-        (None, {CLI_SCALE: np.ones(3)}, f"{CLI_SCALE!r} must be 4 numbers"),
+        (None, {CLI_SCALE: np.ones(3)}, f"{CLI_SCALE} must have shape (4,)"),
         (None, {CLI_SCALE: np.zeros(4)}, "must be positive"),
         (None, {CLI_MEAN: np.full(4, np.nan)}, "NaN or infinite"),
-        (None, {CLI_MEAN: np.array(["a"] * 4)}, f"{CLI_MEAN!r} must be 4 numbers"),
+        (None, {CLI_MEAN: np.array(["a"] * 4)}, f"non-float arrays where weights belong: {CLI_MEAN}"),
     ],
 )
 def test_edited_cli_metadata_is_one_line_naming_the_field(
