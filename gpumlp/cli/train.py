@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import os
 import time
+import warnings
 from typing import IO, Any
 
 import numpy as np
@@ -20,32 +21,20 @@ from ..checkpoint import Checkpoint, check_checkpoint_path, load_checkpoint
 from ..data import train_test_split
 from ..distributed import Group
 from ..network import MLP
+from ..pipeline import Pipeline, plain_value, predicted_indices
+from ..training import DivergenceError
 from ._mpi import join_mpi_job, run_on_ranks
-from .bundle import Bundle, plain_value
 from .datafiles import Table, read_data
 from .errors import EXIT_OK, CLIError, Interrupted
+from .task import choose_task, describe
 
-MAX_CLASSES_AUTO = 100  # loss="auto": integer targets with at most this many values are classes
-
-
-def _task_and_loss(y: np.ndarray, loss: str) -> tuple[str, str]:
-    if loss == "mse":
-        return "regression", "mse"
-    if loss in ("cross_entropy", "binary_cross_entropy"):
-        return "classification", loss
-    if y.ndim == 2:
-        return "regression", "mse"
-    if y.dtype.kind in "biu" or y.dtype.kind in "USO":
-        return "classification", "cross_entropy"
-    values = np.unique(y)
-    if np.all(values == np.round(values)) and len(values) <= MAX_CLASSES_AUTO:
-        return "classification", "cross_entropy"
-    return "regression", "mse"
+DEFAULT_VAL_SPLIT = 0.1  # --val-split when not given: held out for early stopping, if the data allows it
+DEFAULT_BATCH = 200  # --batch-size when not given: min(200, samples), as scikit-learn's MLP
 
 
 def _targets(table: Table, task: str, loss: str, source: str) -> tuple[np.ndarray, list[Any]]:
     """Training targets (class indices or floats) and the sorted class labels."""
-    y = table.y
+    y = np.asarray(table.y)
     if task == "regression":
         try:
             return np.asarray(y, dtype=np.float64), []
@@ -112,24 +101,36 @@ class TrainingData:
     """
 
     def __init__(self, args: argparse.Namespace) -> None:
-        table = read_data(args.data, args.target, want_target=True)
-        self.task, self.loss = _task_and_loss(np.asarray(table.y), args.loss)
+        table = read_data(args.data, args.target, want_target=True, drop=args.drop, delimiter=args.delimiter)
+        self.task, self.loss, why = choose_task(table, args.task, args.loss)
         y, self.classes = _targets(table, self.task, self.loss, args.data)
+        self.guesses = describe(table, args, self.task, why, self.classes)
         X = table.X
-        if args.val_split:
+        split = DEFAULT_VAL_SPLIT if args.val_split is None else args.val_split
+        self.X_tr, self.y_tr, self.X_val, self.y_val = X, y, None, None
+        if split:
             try:
                 self.X_tr, self.X_val, self.y_tr, self.y_val = train_test_split(
-                    X, y, test_size=args.val_split, seed=args.seed, stratify=self.task == "classification"
+                    X, y, test_size=split, seed=args.seed, stratify=self.task == "classification"
                 )
             except ValueError as exc:
-                raise CLIError(f"--val-split {args.val_split}: {exc}") from None
-        else:
-            self.X_tr, self.y_tr, self.X_val, self.y_val = X, y, None, None
-        self.mean = self.X_tr.mean(axis=0) if args.scale == "standard" else np.zeros(X.shape[1])
-        std = self.X_tr.std(axis=0) if args.scale == "standard" else np.ones(X.shape[1])
+                if args.val_split is not None:
+                    raise CLIError(f"--val-split {args.val_split}: {exc}") from None
+                self.guesses.append(f"validation: none (a {split:g} split does not fit this data: {exc})")
+            else:
+                held = "" if args.val_split is not None else "; --val-split to change"
+                self.guesses.append(f"validation: {len(self.X_val)} samples ({split:g}) held out{held}")
+        standard = args.scale == "standard"
+        self.mean = self.X_tr.mean(axis=0) if standard else np.zeros(X.shape[1])
+        std = self.X_tr.std(axis=0) if standard else np.ones(X.shape[1])
         self.scale = np.where(std > 0, std, 1.0)
+        self.y_mean = self.y_scale = None
+        if self.task == "regression" and standard:  # the network learns (y - y_mean) / y_scale
+            y2 = self.y_tr.reshape(len(self.y_tr), -1)
+            self.y_mean, y_std = y2.mean(axis=0), y2.std(axis=0)
+            self.y_scale = np.where(y_std > 0, y_std, 1.0)
         self.n_out, self.output, self.T_tr, self.T_val = _network_targets(
-            self.task, self.loss, self.classes, self.y_tr, self.y_val
+            self.task, self.loss, self.classes, self._scaled(self.y_tr), self._scaled(self.y_val)
         )
         self.meta = {
             "task": self.task,
@@ -140,6 +141,11 @@ class TrainingData:
             "data": os.path.basename(args.data),
             "scale": args.scale,
         }
+
+    def _scaled(self, y: np.ndarray | None) -> np.ndarray | None:
+        if y is None or self.y_mean is None:
+            return y
+        return ((y.reshape(len(y), -1) - self.y_mean) / self.y_scale).reshape(y.shape)
 
 
 def _check_train_flags(args: argparse.Namespace) -> None:
@@ -227,6 +233,39 @@ def cmd_train(args: argparse.Namespace, out: IO[str]) -> int:
     return run_on_ranks(group, lambda: _train(args, data, group, out))
 
 
+def _batch_size(requested: int | None, n_train: int) -> int:
+    """``--batch-size``: 0 (not given) min(200, samples), None ('full') all; a larger one is clipped with a warning."""
+    if requested is None:
+        return n_train
+    if requested == 0:
+        return min(DEFAULT_BATCH, n_train)
+    if requested > n_train:
+        warnings.warn(f"--batch-size {requested} is larger than the {n_train} training samples; using {n_train}")
+        return n_train
+    return requested
+
+
+def _cli_divergence(exc: DivergenceError) -> DivergenceError:
+    """The divergence error with its advice in command-line flags instead of ``fit`` arguments."""
+    message = (
+        str(exc)
+        .replace("lower lr (", "lower --lr (")
+        .replace("(e.g. clip_norm=1.0)", "(--clip-norm 1.0)")
+        .replace("standardise X and the targets", "keep --scale standard (features and regression targets)")
+    )
+    return DivergenceError(
+        message,
+        epoch=exc.epoch,
+        loss=exc.loss,
+        last_good_epoch=exc.last_good_epoch,
+        last_good_loss=exc.last_good_loss,
+    )
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}{'' if n == 1 else 's'}"
+
+
 def _train(args: argparse.Namespace, data: TrainingData, group: Group | None, out: IO[str]) -> int:
     from ..progress import ProgressBar
 
@@ -239,19 +278,19 @@ def _train(args: argparse.Namespace, data: TrainingData, group: Group | None, ou
         backend=args.backend,
         seed=args.seed,
     )
-    bundle = Bundle(model, data.meta, data.mean, data.scale)
+    pipe = Pipeline(model, data.meta, data.mean, data.scale, data.y_mean, data.y_scale)
     n_train = data.X_tr.shape[0]
     resume = None if args.resume is None else _resume_checkpoint(args.resume, model, n_train, args.epochs)
     start = 0 if resume is None else resume.epoch
     lr = args.lr if args.lr is not None else (0.001 if args.optimizer == "adam" else 0.01)
-    batch_size = None if args.batch_size is None else min(args.batch_size, n_train)
-    quiet = True if args.no_progress or not root else None  # None: only on a terminal
+    batch_size = _batch_size(args.batch_size, n_train)
+    quiet = True if args.no_progress or not root else None  # None: a bar on a terminal, else a line per epoch
     bar = ProgressBar(args.epochs - start, n_train, disable=quiet, desc="train")
-    validation = None if data.X_val is None else (bundle.transform(data.X_val).astype(args.dtype), data.T_val)
+    validation = None if data.X_val is None else (pipe.transform(data.X_val).astype(args.dtype), data.T_val)
     t0 = time.perf_counter()
     try:
         history = model.fit(
-            bundle.transform(data.X_tr).astype(args.dtype),
+            pipe.transform(data.X_tr).astype(args.dtype),
             data.T_tr,
             loss=data.loss,
             optimizer=args.optimizer,
@@ -275,36 +314,55 @@ def _train(args: argparse.Namespace, data: TrainingData, group: Group | None, ou
         )
     except KeyboardInterrupt:
         raise _interrupted(model, args.checkpoint) from None
+    except DivergenceError as exc:
+        raise _cli_divergence(exc) from None
     finally:
         bar.close()
     seconds = time.perf_counter() - t0
     if not root:
         return EXIT_OK
     if args.out:
-        bundle.save(args.out)
+        pipe.save(args.out)
+    _report(args, data, pipe, history, start, seconds, group, out)
+    return EXIT_OK
+
+
+def _report(
+    args: argparse.Namespace,
+    data: TrainingData,
+    pipe: Pipeline,
+    history: dict[str, list[float]],
+    start: int,
+    seconds: float,
+    group: Group | None,
+    out: IO[str],
+) -> None:
+    """The summary: what was trained, the losses and scores of the epoch whose weights were kept."""
+    model = pipe.model
+    for line in data.guesses:  # what was chosen for the user, each with how to choose otherwise
+        print(line, file=out)
     epochs = len(history["loss"])
     where = model.backend.name
     if group is not None:
         where += f" x {group.size} MPI process{'es' if group.size > 1 else ''}"
-    resumed = "" if resume is None else f" (resumed after epoch {start} from {args.resume})"
+    resumed = "" if start == 0 else f" (resumed after epoch {start} from {args.resume})"
     print(
         f"trained a {_arch(model)} MLP ({args.activation} hidden, {data.output} output, {data.loss}) on {where}: "
-        f"{epochs} epochs{resumed} in {seconds:.2f} s, {n_train} training samples",
+        f"{_plural(epochs, 'epoch')}{resumed} in {seconds:.2f} s, {n_samples(data)} training samples",
         file=out,
     )
-    line = f"final loss {history['loss'][-1]:.4f}"
-    if "val_loss" in history:
-        line += f"  val_loss {history['val_loss'][-1]:.4f}"
-    if data.task == "classification":
-        line += f"  train accuracy {_accuracy(bundle, data.X_tr, data.y_tr):.4f}"
-        if data.X_val is not None:
-            line += f"  val accuracy {_accuracy(bundle, data.X_val, data.y_val):.4f}"
+    kept = epochs
+    if args.early_stopping and epochs:
+        monitored = history.get("val_loss") or history["loss"]
+        kept = int(np.argmin(monitored)) + 1
+    line = f"epoch {kept} (kept): loss {history['loss'][kept - 1]:.4f}" if epochs else "no epochs trained"
+    if epochs and "val_loss" in history:
+        line += f"  val_loss {history['val_loss'][kept - 1]:.4f}"
+    line += "  " + _scores(pipe, data)
     print(line, file=out)
     if args.early_stopping and epochs < args.epochs:
-        monitored = history.get("val_loss") or history["loss"]
         print(
-            f"early stopping: no improvement for {args.patience} epochs; "
-            f"kept the weights of epoch {int(np.argmin(monitored)) + 1}",
+            f"early stopping: no improvement for {_plural(args.patience, 'epoch')}; kept the weights of epoch {kept}",
             file=out,
         )
     if args.out:
@@ -316,12 +374,27 @@ def _train(args: argparse.Namespace, data: TrainingData, group: Group | None, ou
 
         plot_history(history, args.plot, title=f"gpumlp {_arch(model)} MLP on {os.path.basename(args.data)}")
         print(f"saved loss curve to {args.plot}", file=out)
-    return EXIT_OK
+
+
+def n_samples(data: TrainingData) -> int:
+    """The number of training samples (the validation split excluded)."""
+    return int(data.X_tr.shape[0])
+
+
+def _scores(pipe: Pipeline, data: TrainingData) -> str:
+    """Train (and validation) accuracy for a classifier, R² for a regressor, of the model as kept."""
+    name = "accuracy" if pipe.classification else "r2"
+    text = f"train {name} {_score(pipe, data.X_tr, data.y_tr):.4f}"
+    if data.X_val is not None:
+        text += f"  val {name} {_score(pipe, data.X_val, data.y_val):.4f}"
+    return text
+
+
+def _score(pipe: Pipeline, X: np.ndarray, y: np.ndarray) -> float:
+    if pipe.classification:
+        return float(np.mean(predicted_indices(pipe.outputs(X)) == y))
+    return float(pipe.evaluate(X, y)["r2"])
 
 
 def _arch(model: MLP) -> str:
     return "-".join(str(n) for n in model.sizes)
-
-
-def _accuracy(bundle: Bundle, X: np.ndarray, y: np.ndarray) -> float:
-    return float(np.mean(bundle.predicted_indices(bundle.outputs(bundle.transform(X))) == y))

@@ -23,8 +23,6 @@ def test_train_predict_evaluate_plot_end_to_end(workdir: Path, capsys: pytest.Ca
         "species",
         "--hidden",
         "16,16",
-        "--epochs",
-        "30",
         "--val-split",
         "0.2",
         "--out",

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import gpumlp as gm
-from gpumlp.cli.bundle import CLI_MEAN, CLI_META, CLI_SCALE
+from gpumlp.pipeline import CLI_MEAN, CLI_META, CLI_SCALE
 from gpumlp.progress import ProgressBar
 
 from cli_support import IRIS, ROOT, run, write_csv
@@ -87,6 +87,8 @@ def test_clip_norm_bounds_the_step(workdir: Path, capsys: pytest.CaptureFixture)
         "float64",
         "--backend",
         "numpy",
+        "--val-split",
+        "0",
         "--no-progress",
     ]
     steps = {}
@@ -107,12 +109,29 @@ def test_divergence_is_one_line_and_exit_1(workdir: Path, capsys: pytest.Capture
     rng = np.random.default_rng(1)
     X = rng.normal(size=(200, 3))
     np.savez(workdir / "reg.npz", X=X, y=X @ [1.0, -2.0, 0.5] + 3.0)
-    argv = ["train", "reg.npz", "--optimizer", "sgd", "--lr", "1e6", "--out", "m.npz", "--no-progress"]
+    argv = [
+        "train",
+        "reg.npz",
+        "--optimizer",
+        "sgd",
+        "--lr",
+        "1e6",
+        "--scale",
+        "none",
+        "--batch-size",
+        "64",
+        "--val-split",
+        "0",
+        "--out",
+        "m.npz",
+        "--no-progress",
+    ]
     rc, out, err = run(capsys, *argv, "--checkpoint", "ck.npz")
     assert rc == 1 and out == "" and "Traceback" not in err
     lines = err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("gpumlp: error: training diverged in epoch 1"), err
-    assert "lower lr (this run: 1e+06)" in lines[0] and "checkpoint 'ck.npz' holds them" in lines[0]
+    assert "lower --lr (this run: 1e+06)" in lines[0] and "--clip-norm 1.0" in lines[0] and "clip_norm=" not in lines[0]
+    assert "checkpoint 'ck.npz' holds them" in lines[0]
     assert not (workdir / "m.npz").exists() and gm.load_checkpoint(workdir / "ck.npz").epoch == 0
 
 
