@@ -296,9 +296,10 @@ def load(path: str | os.PathLike[str], backend: str | Backend = "auto") -> Pipel
     ValueError
         When the file is not a readable, consistent gpumlp model file.
     """
+    backend = get_backend(backend)
     meta, arrays = read_npz(path)
     try:
-        model = MLP.from_arrays(meta, arrays, get_backend(backend))
+        model = MLP.from_arrays(meta, arrays, backend)
     except (KeyError, TypeError, ValueError) as exc:
         raise ValueError(f"{os.fspath(path)!r} holds an inconsistent gpumlp model: {exc}") from None
     if CLI_META not in arrays:

@@ -12,6 +12,6 @@ it never imports the model class.
 """
 
 from .distributed import DistributedError
-from .fit import DivergenceError, Trainer, fit
+from .fit import ConvergenceWarning, DivergenceError, Trainer, fit
 
-__all__ = ["DistributedError", "DivergenceError", "Trainer", "fit"]
+__all__ = ["ConvergenceWarning", "DistributedError", "DivergenceError", "Trainer", "fit"]

@@ -54,6 +54,14 @@ class DivergenceError(FloatingPointError):
         self.last_good_epoch, self.last_good_loss = last_good_epoch, last_good_loss
 
 
+class ConvergenceWarning(UserWarning):
+    """Training reached its epoch limit while the monitored loss was still improving (as scikit-learn's).
+
+    Warned by :func:`fit` with ``early_stopping=True`` when the epochs ran out before ``patience``
+    epochs passed without improvement: more epochs would likely give a better model.
+    """
+
+
 class Trainer:
     """One training run's settings and state; :func:`fit` drives it epoch by epoch.
 
@@ -115,6 +123,19 @@ class Trainer:
             Y = model.forward_into(Workspace.unbuffered(model, X[start:stop, ...]))
             total += float(model.ops.loss_sum(self.config.loss, Y, T[start:stop, ...]))
         return self.reducer.sum_scalar(total) / X.shape[0] + model.l2_penalty(self.config.l2)
+
+
+def _warn_still_improving(epochs: int, history: dict[str, list[float]], waited: int) -> None:
+    monitored = history.get("val_loss") or history["loss"]
+    best = int(np.argmin(monitored)) + 1
+    name = "validation loss" if history.get("val_loss") else "training loss"
+    warnings.warn(
+        f"training stopped at its limit of {epochs} epochs while the {name} was still improving "
+        f"(best at epoch {best}, {waited} epoch{'' if waited == 1 else 's'} before the end); "
+        "train for more epochs for a better model",
+        ConvergenceWarning,
+        stacklevel=4,
+    )
 
 
 def _check_batch_size(batch_size: int | None, n: int) -> int:
@@ -306,11 +327,15 @@ checkpoint, checkpoint_every, resume, cuda_graph, allow_tf32
         best = math.inf if ck.best_loss is None else ck.best_loss
         best_snap = None if ck.best_weights is None else [model.to_device(a) for a in ck.best_weights]
         waited, start = ck.waited, ck.epoch
+        if ck.config.get("stopped") or (early_stopping and waited >= patience):
+            start = max(start, epochs)  # a run that stopped stays stopped: resuming it trains no further
     callbacks = list(callbacks)
+    bar = None
     if progress and reducer.is_root:
         from ..progress import ProgressBar
 
-        callbacks.append(ProgressBar(max(epochs - start, 0), Xd.shape[0]))
+        bar = ProgressBar(max(epochs - start, 0), Xd.shape[0])
+        callbacks.append(bar)
     good = EpochState(model, opt)  # the last complete, finite epoch: what a divergence or Ctrl-C returns to
     good.capture(start, best, waited, best_snap)
     path = checkpoint if reducer.is_root else None
@@ -330,7 +355,7 @@ checkpoint, checkpoint_every, resume, cuda_graph, allow_tf32
             if val is not None:
                 logs["val_loss"] = trainer.evaluate(*val)
                 history["val_loss"].append(logs["val_loss"])
-            stop = any(cb(model, epoch, logs) for cb in callbacks)
+            stop = any([bool(cb(model, epoch, logs)) for cb in callbacks])  # every callback sees every epoch
             if early_stopping:
                 monitored = logs.get("val_loss", train_loss)
                 if monitored < best:
@@ -340,13 +365,19 @@ checkpoint, checkpoint_every, resume, cuda_graph, allow_tf32
                     stop = stop or waited >= patience
             good.capture(epoch, best, waited, best_snap)
             if path is not None and (epoch % checkpoint_every == 0 or stop or epoch == epochs):
-                good.save(path, history, config)
+                good.save(path, history, {**config, "stopped": True} if stop else config)
             if stop:
                 break
+        else:
+            if early_stopping and waited < patience and len(history["loss"]) > start:
+                _warn_still_improving(epochs, history, waited)
     except KeyboardInterrupt:
         good.rollback(history, path, config)
         model.history = history
         raise
+    finally:
+        if bar is not None:
+            bar.close()
     if early_stopping and waited and best_snap is not None:
         model.restore(best_snap)  # stopped by patience or not, the model ends at its best epoch
     model.history = history
