@@ -238,7 +238,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--distributed",
         action="store_true",
-        help="data-parallel over the ranks of `mpiexec -n N gpumlp train ...` (pip install 'gpumlp[mpi]')",
+        help="data-parallel over the ranks of `mpiexec -n N gpumlp train ...` (needs mpi4py: pip install mpi4py mpich)",
     )
     p.add_argument(
         "--mpi-timeout",
