@@ -160,7 +160,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="default: guessed and printed (text or whole-number targets written without a decimal point, "
         "at most 100 values: classification; else regression)",
     )
-    p.add_argument("--hidden", type=_hidden, default=[128], help="hidden layer widths, e.g. 256,256 (default 128)")
+    p.add_argument("--hidden", type=_hidden, default=[100], help="hidden layer widths, e.g. 256,256 (default 100)")
     p.add_argument("--activation", default="relu", choices=HIDDEN_ACTIVATIONS, help="hidden activation (default relu)")
     p.add_argument(
         "--loss",

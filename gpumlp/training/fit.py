@@ -131,7 +131,7 @@ def _warn_still_improving(epochs: int, history: dict[str, list[float]], waited: 
     name = "validation loss" if history.get("val_loss") else "training loss"
     warnings.warn(
         f"training stopped at its limit of {epochs} epochs while the {name} was still improving "
-        f"(best at epoch {best}, {waited} epoch{'' if waited == 1 else 's'} before the end); "
+        f"({'its last epoch was its best' if waited == 0 else f'best at epoch {best}'}); "
         "train for more epochs for a better model",
         ConvergenceWarning,
         stacklevel=4,

@@ -189,3 +189,10 @@ def test_resuming_a_finished_cli_run_changes_nothing(workdir: Path, capsys: pyte
     for (Wa, ba), (Wb, bb) in zip(a.get_weights(), b.get_weights()):
         np.testing.assert_array_equal(Wa, Wb)
         np.testing.assert_array_equal(ba, bb)
+
+
+def test_progress_lines_when_stderr_is_not_a_terminal(workdir: Path, capsys: pytest.CaptureFixture):
+    _iris(workdir)
+    rc, out, err = run(capsys, "train", "iris.csv", "--epochs", "3", "--no-early-stopping", "--out", "m.npz")
+    assert rc == 0 and "train: epoch 1/3" in err and "train: epoch 3/3" in err, err  # before: nothing
+    assert "loss" in err and "samples/s" in err and "elapsed" in err
