@@ -27,7 +27,7 @@ def test_csv_header_detection_missing_values_and_bom(workdir: Path, capsys: pyte
     rc, out, err = run(
         capsys, "train", "numeric_names.csv", "--epochs", "1", "--val-split", "0", "--out", "n.npz", "--no-progress"
     )
-    assert rc == 0 and "12 training samples" in out and "2-128-2" in out, err
+    assert rc == 0 and "12 training samples" in out and "2-100-2" in out, err
 
     (workdir / "bom.csv").write_text("\ufeffa,b,label\n" + "\n".join(rows) + "\n", encoding="utf-8")
     rc, out, err = run(

@@ -156,17 +156,17 @@ def test_summary_reports_the_epoch_whose_weights_were_kept(workdir: Path, capsys
 def test_drop_delimiter_singular_and_batch_clip(workdir: Path, capsys: pytest.CaptureFixture):
     X, labels = _iris(workdir, sep=";")
     rc, out, err = run(capsys, "train", "iris.csv", "--epochs", "1", "--no-progress", "--out", "m.npz")
-    assert rc == 0 and "4-128-3" in out and ": 1 epoch in" in out, err  # sniffed ';'; not "1 epochs"
+    assert rc == 0 and "4-100-3" in out and ": 1 epoch in" in out, err  # sniffed ';'; not "1 epochs"
     (workdir / "tab.csv").write_text((workdir / "iris.csv").read_text().replace(";", "\t"))
     rc, out, err = run(capsys, "train", "tab.csv", "--delimiter", "tab", "--epochs", "1", "--no-progress")
-    assert rc == 0 and "4-128-3" in out, err
+    assert rc == 0 and "4-100-3" in out, err
     with open(workdir / "ids.csv", "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["id", "a", "b", "label"])
         for i, (row, label) in enumerate(zip(X, labels)):
             w.writerow([1000 + i, row[0], row[2], label])
     rc, out, err = run(capsys, "train", "ids.csv", "--drop", "id", "--epochs", "1", "--no-progress", "--out", "d.npz")
-    assert rc == 0 and "2-128-3" in out, err
+    assert rc == 0 and "2-100-3" in out, err
     assert gm.load("d.npz").features == ["a", "b"]
     rc, out, err = run(capsys, "evaluate", "d.npz", "ids.csv", "--drop", "id")
     assert rc == 0 and "accuracy" in out, err
