@@ -348,7 +348,7 @@ def _report(
     resumed = "" if start == 0 else f" (resumed after epoch {start} from {args.resume})"
     print(
         f"trained a {_arch(model)} MLP ({args.activation} hidden, {data.output} output, {data.loss}) on {where}: "
-        f"{_plural(epochs, 'epoch')}{resumed} in {seconds:.2f} s, {n_samples(data)} training samples",
+        f"{_plural(epochs, 'epoch')}{resumed} in {seconds:.2f} s, {data.X_tr.shape[0]} training samples",
         file=out,
     )
     kept = epochs
@@ -374,11 +374,6 @@ def _report(
 
         plot_history(history, args.plot, title=f"gpumlp {_arch(model)} MLP on {os.path.basename(args.data)}")
         print(f"saved loss curve to {args.plot}", file=out)
-
-
-def n_samples(data: TrainingData) -> int:
-    """The number of training samples (the validation split excluded)."""
-    return int(data.X_tr.shape[0])
 
 
 def _scores(pipe: Pipeline, data: TrainingData) -> str:
