@@ -5,11 +5,12 @@ from .backends import Backend, backend_info, get_backend, has_gpu, to_numpy
 from .checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from .data import load_dataset, one_hot, train_test_split
 from .gradcheck import gradcheck, numerical_gradients
-from .network import MLP, Layer, load, save
+from .network import MLP, Layer, save
 from .optimizers import SGD, Adam, Optimizer
+from .pipeline import Pipeline, load
 from .plotting import plot_history
 from .trainable import fit, install_training_loop
-from .training import DivergenceError
+from .training import ConvergenceWarning, DivergenceError
 
 install_training_loop(training.fit)  # MLP.fit runs gpumlp.training.fit; the model never imports the loop
 
@@ -27,6 +28,8 @@ __all__ = [
     "Adam",
     "Optimizer",
     "DivergenceError",
+    "ConvergenceWarning",
+    "Pipeline",
     "Backend",
     "get_backend",
     "backend_info",

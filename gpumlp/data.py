@@ -6,6 +6,7 @@ from typing import Any
 
 import numpy as np
 
+from .install_hint import install_hint
 from .validation import check_number
 
 DATASETS = ("xor", "digits", "spirals", "classification", "regression")
@@ -23,7 +24,8 @@ def digits() -> tuple[np.ndarray, np.ndarray]:
         from sklearn.datasets import load_digits
     except ImportError:
         raise ImportError(
-            "the digits dataset ships with scikit-learn, which is not installed: pip install gpumlp[sklearn]"
+            "the digits dataset ships with scikit-learn, which is not installed: "
+            + install_hint("scikit-learn", "sklearn")
         ) from None
     d = load_digits()
     return d.data / 16.0, d.target.astype(np.int64)

@@ -22,7 +22,8 @@ from .validation import check_sizes
 FORMAT = "gpumlp"
 VERSION = 1
 _META_KEY = "__meta__"
-_CLI_MEAN, _CLI_SCALE = "__cli_mean__", "__cli_scale__"  # the command line's standardisation (gpumlp.cli.bundle)
+_CLI_MEAN, _CLI_SCALE = "__cli_mean__", "__cli_scale__"  # the command line's standardisation (gpumlp.pipeline)
+_CLI_Y_MEAN, _CLI_Y_SCALE = "__cli_y_mean__", "__cli_y_scale__"  # its regression target scaling
 _JSON_MEMBERS = (_META_KEY, "__checkpoint__", "__cli__")  # JSON records: the model's, a checkpoint's, the CLI's
 _OPT_STATE = ("velocity", "m", "v")  # optimizer state arrays a checkpoint may hold (gpumlp.optimizers)
 MAX_JSON_BYTES = 64 << 20  # a JSON record larger than this is refused unread
@@ -132,6 +133,8 @@ def _allowed_shape(name: str, meta: dict[str, Any], params: list[tuple[int, ...]
         return None
     if name in (_CLI_MEAN, _CLI_SCALE):
         return (int(meta["sizes"][0]),)
+    if name in (_CLI_Y_MEAN, _CLI_Y_SCALE):
+        return (int(meta["sizes"][-1]),)
     return None
 
 

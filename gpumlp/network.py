@@ -15,6 +15,7 @@ through its methods and the :class:`~gpumlp.workspace.Workspace`. Files go throu
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -381,6 +382,14 @@ def load(path: str | os.PathLike[str], backend: str | Backend = "auto") -> MLP:
     """
     backend = get_backend(backend)
     meta, arrays = read_npz(path)
+    if "__cli__" in arrays:  # the preprocessing of a `gpumlp train` file: gpumlp.pipeline applies it
+        warnings.warn(
+            f"{os.fspath(path)!r} was written by `gpumlp train`: this bare MLP expects standardised features and "
+            "returns output indices, not labels; gpumlp.load(path) returns a gpumlp.Pipeline that applies the "
+            "file's standardisation and labels",
+            UserWarning,
+            stacklevel=2,
+        )
     try:
         return MLP.from_arrays(meta, arrays, backend)
     except (KeyError, TypeError, ValueError) as exc:

@@ -12,6 +12,8 @@ import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from .install_hint import install_hint
+
 
 def _figure_class() -> Any:
     """matplotlib's Figure (no pyplot, no global backend switch), or an ImportError naming the ``plot`` extra."""
@@ -20,7 +22,7 @@ def _figure_class() -> Any:
         from matplotlib.figure import Figure
     except ImportError as exc:
         raise ImportError(
-            "plotting needs matplotlib, which is in the `plot` extra: pip install 'gpumlp[plot]'"
+            f"plotting needs matplotlib, which is not installed: {install_hint('matplotlib', 'plot')}"
         ) from exc
     return Figure
 

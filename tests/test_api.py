@@ -196,7 +196,7 @@ def test_backend_selection(monkeypatch):
 
 @pytest.mark.skipif(gm.has_gpu(), reason="checks the error raised where no GPU is present")
 def test_forcing_cupy_without_gpu_says_how_to_fix():
-    with pytest.raises(RuntimeError, match=r"pip install gpumlp\[cuda13\].*backend='numpy'"):
+    with pytest.raises(RuntimeError, match=r"pip install cupy-cuda13x.*backend='numpy'"):
         gm.MLP([2, 2], backend="cupy")
 
 

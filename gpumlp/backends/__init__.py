@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from ..install_hint import install_hint
 from .cupy_ops import CupyOps
 from .numpy_ops import NumpyOps
 from .ops import Ops
@@ -45,7 +46,8 @@ __all__ = [
 BACKEND_NAMES = ("auto", "numpy", "cupy", "array_api_strict")
 ENV_VAR = "GPUMLP_BACKEND"
 _INSTALL_HINT = (
-    "install CuPy with `pip install gpumlp[cuda13]` (or `gpumlp[cuda12]` for CUDA 12), or use backend='numpy'"
+    f"install CuPy for your CUDA version: `{install_hint('cupy-cuda13x', 'cuda13')}`; for CUDA 12 "
+    "`pip install cupy-cuda12x`; or use backend='numpy'"
 )
 
 
@@ -230,7 +232,7 @@ def _make_backend(key: str, fast: bool) -> Backend:
         import array_api_strict
     except ImportError as exc:
         raise RuntimeError(
-            "backend='array_api_strict' needs the array-api-strict package: pip install gpumlp[test]"
+            f"backend='array_api_strict' needs the array-api-strict package: {install_hint('array-api-strict', 'test')}"
         ) from exc
     return StrictBackend(array_api_strict, Ops(array_api_strict))
 

@@ -105,6 +105,16 @@ def _fraction(text: str) -> float:
     return _number(text, float, "a number in [0, 1)", lambda v: 0.0 <= v < 1.0, "in [0, 1)")
 
 
+_AUTO_BATCH = 0  # --batch-size not given: min(200, training samples)
+
+
+def _names(text: str) -> list[str]:
+    names = [s.strip() for s in text.split(",")]
+    if not all(names):
+        raise argparse.ArgumentTypeError(f"expected comma-separated column names or numbers; got {text!r}")
+    return names
+
+
 def _batch(text: str) -> int | None:
     if text == "full":
         return None
@@ -138,6 +148,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     data_help = f"a .csv, .npz or .npy file, or a built-in dataset: {', '.join(DATASETS)}"
     target_help = "target column: a CSV header name or a column number (default: the last column)"
+    drop_help = "CSV columns to leave out, such as ID columns: names or numbers, comma-separated"
+    delim_help = "CSV field separator, one character or 'tab' (default: sniffed among , ; tab |)"
 
     p = sub.add_parser("info", help="backend, device and versions")
     p.add_argument("--backend", default="auto", choices=BACKEND_NAMES)
@@ -147,28 +159,47 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="train a model and save it")
     p.add_argument("data", help=data_help)
     p.add_argument("--target", help=target_help)
-    p.add_argument("--hidden", type=_hidden, default=[128], help="hidden layer widths, e.g. 256,256 (default 128)")
+    p.add_argument("--drop", type=_names, default=[], metavar="COL[,COL]", help=drop_help)
+    p.add_argument("--delimiter", help=delim_help)
+    p.add_argument(
+        "--task",
+        choices=("classification", "regression"),
+        help="default: guessed and printed (text or whole-number targets written without a decimal point, "
+        "at most 100 values: classification; else regression)",
+    )
+    p.add_argument("--hidden", type=_hidden, default=[100], help="hidden layer widths, e.g. 256,256 (default 100)")
     p.add_argument("--activation", default="relu", choices=HIDDEN_ACTIVATIONS, help="hidden activation (default relu)")
     p.add_argument(
         "--loss",
         default="auto",
         choices=("auto", *LOSSES),
-        help="auto: cross_entropy for text or integer targets (classes), else mse (regression)",
+        help="auto: cross_entropy for classification, mse for regression",
     )
     p.add_argument("--optimizer", default="adam", choices=OPTIMIZERS, help="(default adam)")
     p.add_argument("--lr", type=float, help="learning rate (default 0.001 for adam, 0.01 for sgd)")
     p.add_argument("--momentum", type=float, default=0.0, help="sgd momentum")
     p.add_argument("--nesterov", action="store_true", help="Nesterov momentum (sgd)")
     p.add_argument("--l2", type=float, default=0.0, help="L2 weight penalty λ")
-    p.add_argument("--epochs", type=_positive_int, default=20, help="(default 20)")
-    p.add_argument("--batch-size", type=_batch, default=64, help="samples per step, or 'full' (default 64)")
-    p.add_argument("--val-split", type=_fraction, default=0.0, help="fraction held out for validation (e.g. 0.1)")
+    p.add_argument("--epochs", type=_positive_int, default=200, help="most epochs (default 200)")
+    p.add_argument(
+        "--batch-size",
+        type=_batch,
+        default=_AUTO_BATCH,
+        help="samples per step, or 'full' (default min(200, training samples))",
+    )
+    p.add_argument(
+        "--val-split",
+        type=_fraction,
+        help="fraction held out for validation and early stopping (default 0.1 where the data allows; 0: none)",
+    )
     p.add_argument(
         "--early-stopping",
-        action="store_true",
-        help="stop when the validation (else training) loss stalls for --patience epochs",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="stop when the validation (else training) loss stalls for --patience epochs and keep the best "
+        "epoch's weights (default on)",
     )
-    p.add_argument("--patience", type=_positive_int, default=5, help="epochs without improvement (default 5)")
+    p.add_argument("--patience", type=_positive_int, default=10, help="epochs without improvement (default 10)")
     p.add_argument(
         "--scale",
         default="standard",
@@ -214,7 +245,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--distributed",
         action="store_true",
-        help="data-parallel over the ranks of `mpiexec -n N gpumlp train ...` (pip install 'gpumlp[mpi]')",
+        help="data-parallel over the ranks of `mpiexec -n N gpumlp train ...` (needs mpi4py: pip install mpi4py mpich)",
     )
     p.add_argument(
         "--mpi-timeout",
@@ -229,6 +260,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model", help="model .npz written by `gpumlp train` or MLP.save")
     p.add_argument("data", help=data_help)
     p.add_argument("--target", help="a column to drop from the features (the training target is dropped by name)")
+    p.add_argument("--drop", type=_names, default=[], metavar="COL[,COL]", help=drop_help)
+    p.add_argument("--delimiter", help=delim_help)
     p.add_argument("--proba", action="store_true", help="class probabilities instead of labels")
     p.add_argument("--out", help="write to this .csv or .npy file (default: CSV on stdout)")
     p.add_argument("--backend", default="auto", choices=BACKEND_NAMES[:3])
@@ -238,6 +271,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model", help="model .npz written by `gpumlp train` or MLP.save")
     p.add_argument("data", help=data_help)
     p.add_argument("--target", help=target_help + "; a CSV's training target is found by name")
+    p.add_argument("--drop", type=_names, default=[], metavar="COL[,COL]", help=drop_help)
+    p.add_argument("--delimiter", help=delim_help)
     p.add_argument("--json", action="store_true", help="print JSON")
     p.add_argument("--backend", default="auto", choices=BACKEND_NAMES[:3])
     p.set_defaults(func=cmd_evaluate)

@@ -22,6 +22,7 @@ from ..data import DATASETS, load_dataset
 from .errors import CLIError
 
 HEADER_SAMPLE_ROWS = 1000  # rows of a CSV read to decide whether its first row is a header
+
 NAMES_SHOWN = 10  # column names listed in a message before "... and N more"
 # Target cells that mean "no value" in spreadsheets, R and pandas exports: a missing label, not a class.
 MISSING_MARKERS = frozenset({"na", "n/a", "#n/a", "nan", "-nan", "null", "none", "missing", "?"})
@@ -42,10 +43,62 @@ class Table:
     target : str or None
         The target column's name (a CSV header name, ``"y"`` for an .npz, ``"target"`` for a
         built-in dataset); None when unnamed.
+    target_written : {"text", "integers", "decimals"} or None
+        How a CSV writes the target's values (``54.0`` is decimals); None: judge by the array's dtype.
     """
 
     def __init__(self, X: np.ndarray, y: np.ndarray | None, features: list[str] | None, target: str | None) -> None:
         self.X, self.y, self.features, self.target = X, y, features, target
+        self.target_written: str | None = None
+
+
+def _written(values: np.ndarray) -> str:
+    """How CSV cells are written: "text" unless all are numbers; "decimals" when one has a point or exponent."""
+    if not all(_is_number(v) for v in values):
+        return "text"
+    if any(("." in v or "e" in v.lower() or "n" in v.lower()) for v in values):
+        return "decimals"
+    return "integers"
+
+
+def sniff_delimiter(path: str, delimiter: str | None) -> str:
+    """The CSV field delimiter: ``delimiter`` if given, else sniffed from the file's start (default ",").
+
+    Parameters
+    ----------
+    path : str
+        The CSV file.
+    delimiter : str, optional
+        ``--delimiter``: one character, or "tab".
+
+    Returns
+    -------
+    str
+        One character; csv.Sniffer chooses among ``,``, ``;``, tab and ``|``.
+
+    Raises
+    ------
+    CLIError
+        For a delimiter that is not one character.
+    """
+    if delimiter is not None:
+        delimiter = "\t" if delimiter.lower() in ("tab", "\\t") else delimiter
+        if len(delimiter) != 1 or delimiter in '"\r\n':
+            raise CLIError(f"--delimiter must be one character (or 'tab'); got {delimiter!r}")
+        return delimiter
+    with open(path, newline="", encoding="utf-8-sig") as f:
+        sample = f.read(65536)
+    lines = sample.splitlines()
+    sample = "\n".join(lines[:-1] if len(lines) > 1 and not sample.endswith(("\n", "\r")) else lines)
+    try:
+        return csv.Sniffer().sniff(sample, delimiters=",;\t|").delimiter
+    except csv.Error:
+        return ","
+
+
+def _drop_columns(drop: list[str], header: list[str] | None, n_cols: int, path: str) -> set[int]:
+    """The column indices ``--drop`` names (header names or numbers)."""
+    return {_column_index(spec, header, n_cols, path, flag="--drop") for spec in drop}
 
 
 def _is_number(text: str) -> bool:
@@ -62,7 +115,7 @@ def _name_list(names: list[str]) -> str:
     return ", ".join(names[:NAMES_SHOWN]) + more
 
 
-def _column_index(spec: str, header: list[str] | None, n_cols: int, path: str) -> int:
+def _column_index(spec: str, header: list[str] | None, n_cols: int, path: str, flag: str = "--target") -> int:
     """Column ``spec`` (a header name or an integer index, negative from the end) as an index."""
     if header is not None and spec in header:
         return header.index(spec)
@@ -72,19 +125,21 @@ def _column_index(spec: str, header: list[str] | None, n_cols: int, path: str) -
         names = (
             f"; columns are {_name_list(header)}" if header else " (the file has no header row; use a column number)"
         )
-        raise CLIError(f"{path}: no column named {spec!r}{names}") from None
+        raise CLIError(f"{path}: {flag}: no column named {spec!r}{names}") from None
     if not -n_cols <= index < n_cols:
         raise CLIError(f"{path}: column {index} is out of range; the file has {n_cols} columns")
     return index % n_cols
 
 
-def _loadtxt(path: str, skip: int, cols: list[int], header: list[str] | None, dtype: Any) -> np.ndarray:
+def _loadtxt(
+    path: str, skip: int, cols: list[int], header: list[str] | None, dtype: Any, delimiter: str = ","
+) -> np.ndarray:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)  # "input contained no data": the caller says so
             return np.loadtxt(
                 path,
-                delimiter=",",
+                delimiter=delimiter,
                 skiprows=skip,
                 usecols=cols,
                 dtype=dtype,
@@ -121,20 +176,21 @@ def _check_header(path: str, header: list[str]) -> None:
         seen[name] = i
 
 
-def _check_row_lengths(path: str, n_cols: int, header: bool) -> None:
+def _check_row_lengths(path: str, n_cols: int, header: bool, sep: str = ",") -> None:
     """Every non-blank row has ``n_cols`` cells; else a CLIError naming the first bad line.
 
-    Without quotes in the file, cells are counted by commas per line (fast); with quotes, by the
+    Without quotes in the file, cells are counted by delimiters per line (fast); with quotes, by the
     csv module (a quoted cell may hold commas and line breaks)."""
     with open(path, "rb") as f:
         data = f.read()
     if b'"' not in data:
+        delim = sep.encode()
         for number, line in enumerate(data.split(b"\n"), start=1):
-            if line.count(b",") != n_cols - 1 and line.strip():  # blank lines are skipped, as np.loadtxt does
-                _ragged(path, number, line.count(b",") + 1, n_cols, header)
+            if line.count(delim) != n_cols - 1 and line.strip():  # blank lines are skipped, as np.loadtxt does
+                _ragged(path, number, line.count(delim) + 1, n_cols, header)
         return
     with open(path, newline="", encoding="utf-8-sig") as f:
-        reader = csv.reader(f)
+        reader = csv.reader(f, delimiter=sep)
         for row in reader:
             if row and len(row) != n_cols:
                 _ragged(path, reader.line_num, len(row), n_cols, header)
@@ -170,9 +226,17 @@ def _check_target_values(path: str, y: np.ndarray, name: str, skip: int) -> np.n
     return values
 
 
-def _read_csv(path: str, target: str | None, want_target: bool, known_target: str | None) -> Table:
+def _read_csv(
+    path: str,
+    target: str | None,
+    want_target: bool,
+    known_target: str | None,
+    drop: list[str] | None = None,
+    delimiter: str | None = None,
+) -> Table:
+    sep = sniff_delimiter(path, delimiter)
     with open(path, newline="", encoding="utf-8-sig") as f:  # -sig: drop the BOM spreadsheets write
-        rows = [[c.strip() for c in row] for row in itertools.islice(csv.reader(f), HEADER_SAMPLE_ROWS)]
+        rows = [[c.strip() for c in row] for row in itertools.islice(csv.reader(f, delimiter=sep), HEADER_SAMPLE_ROWS)]
     if not rows or not rows[0]:
         raise CLIError(f"{path}: the file is empty")
     first = rows[0]
@@ -183,7 +247,7 @@ def _read_csv(path: str, target: str | None, want_target: bool, known_target: st
     n_cols = len(first)
     if header is not None:
         _check_header(path, header)
-    _check_row_lengths(path, n_cols, header is not None)
+    _check_row_lengths(path, n_cols, header is not None, sep)
     t = None
     if target is not None:
         t = _column_index(target, header, n_cols, path)
@@ -191,26 +255,29 @@ def _read_csv(path: str, target: str | None, want_target: bool, known_target: st
         t = header.index(known_target)
     elif want_target:
         t = n_cols - 1
-    feature_cols = [i for i in range(n_cols) if i != t]
+    dropped = _drop_columns(drop or [], header, n_cols, path)
+    if t is not None and t in dropped:
+        raise CLIError(f"{path}: --drop names the target column {header[t] if header else t!r}")
+    feature_cols = [i for i in range(n_cols) if i != t and i not in dropped]
     if not feature_cols:
         raise CLIError(f"{path}: no feature columns left besides the target column")
     skip = 1 if header else 0
-    X = _loadtxt(path, skip, feature_cols, header, np.float64)
+    X = _loadtxt(path, skip, feature_cols, header, np.float64, sep)
     if X.shape[0] == 0:
         raise CLIError(f"{path}: no data rows")
     y = None
     if t is not None:
-        y = _loadtxt(path, skip, [t], header, str)[:, 0]
+        y = _loadtxt(path, skip, [t], header, str, sep)[:, 0]
         y = np.char.strip(y)
+        written = _written(y)
         if want_target:  # predict drops the column whatever it holds
             y = _check_target_values(path, y, f"{header[t]!r} (column {t})" if header else f"column {t}", skip)
-        elif all(_is_number(v) for v in y[: min(len(y), 1000)]):
-            try:
-                y = y.astype(np.float64)
-            except ValueError:
-                pass
+        elif written != "text":
+            y = y.astype(np.float64)
     features = [header[i] for i in feature_cols] if header else None
-    return Table(X, y, features, header[t] if header and t is not None else None)
+    table = Table(X, y, features, header[t] if header and t is not None else None)
+    table.target_written = None if t is None else written
+    return table
 
 
 def _read_npz(path: str, want_target: bool) -> Table:
@@ -249,7 +316,12 @@ def _read_npy(path: str, target: str | None, want_target: bool) -> Table:
 
 
 def read_data(
-    source: str, target: str | None = None, want_target: bool = True, known_target: str | None = None
+    source: str,
+    target: str | None = None,
+    want_target: bool = True,
+    known_target: str | None = None,
+    drop: list[str] | None = None,
+    delimiter: str | None = None,
 ) -> Table:
     """Load ``source`` (.csv / .npz / .npy path or a built-in dataset name) as a :class:`Table`.
 
@@ -268,6 +340,10 @@ def read_data(
         target column when one is named or found.
     known_target : str, optional
         The training target's name, stored in the model: a CSV column of that name is the target.
+    drop : list of str, optional
+        ``--drop``: CSV columns (names or numbers) to leave out, such as ID columns.
+    delimiter : str, optional
+        ``--delimiter``: the CSV field separator; default: sniffed (``,``, ``;``, tab or ``|``).
 
     Returns
     -------
@@ -288,9 +364,11 @@ def read_data(
     if os.path.isdir(source):
         raise CLIError(f"{source!r} is a directory, not a data file")
     ext = os.path.splitext(source)[1].lower()
+    if ext != ".csv" and (drop or delimiter is not None):
+        raise CLIError(f"{source!r}: --drop and --delimiter apply to .csv files")
     if ext == ".csv":
         try:
-            table = _read_csv(source, target, want_target, known_target)
+            table = _read_csv(source, target, want_target, known_target, drop, delimiter)
         except UnicodeDecodeError as exc:
             raise CLIError(f"{source}: not UTF-8 text ({exc}); save the CSV as UTF-8") from None
     elif ext == ".npz":

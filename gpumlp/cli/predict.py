@@ -12,12 +12,13 @@ import csv
 import io
 import json
 import sys
-from typing import IO, Any
+from typing import IO
 
 import numpy as np
 
 from .._files import atomic_write, check_output_path
-from .bundle import Bundle
+from ..pipeline import predicted_indices, probabilities
+from .bundle import features_of, load_pipeline
 from .datafiles import read_data
 from .errors import EXIT_OK, CLIError, emit
 
@@ -73,18 +74,28 @@ def cmd_predict(args: argparse.Namespace, out: IO[str]) -> int:
         neither .csv nor .npy.
     """
     _check_out(args)
-    bundle = Bundle.load(args.model, args.backend)
-    table = read_data(args.data, args.target, want_target=False, known_target=bundle.meta.get("target"))
-    raw = bundle.outputs(bundle.features_of(table, args.data))
-    if bundle.classification:
+    pipe = load_pipeline(args.model, args.backend)
+    table = read_data(
+        args.data,
+        args.target,
+        want_target=False,
+        known_target=pipe.meta.get("target"),
+        drop=args.drop,
+        delimiter=args.delimiter,
+    )
+    try:
+        raw = pipe.outputs(features_of(pipe, table, args.data))
+    except ValueError as exc:
+        raise CLIError(f"{args.data}: {exc}") from None
+    if pipe.classification:
         if args.proba:
-            columns = [f"p_{c}" for c in bundle.classes]
-            rows = bundle.probabilities(raw)
+            columns = [f"p_{c}" for c in pipe.classes]
+            rows = probabilities(raw)
         else:
-            columns = [table.target or bundle.meta.get("target") or "prediction"]
-            rows = np.array(bundle.classes, dtype=object)[bundle.predicted_indices(raw)].reshape(-1, 1)
-            if all(isinstance(c, (int, float)) for c in bundle.classes):
-                rows = rows.astype(np.float64 if any(isinstance(c, float) for c in bundle.classes) else np.int64)
+            columns = [table.target or pipe.meta.get("target") or "prediction"]
+            rows = np.array(pipe.classes, dtype=object)[predicted_indices(raw)].reshape(-1, 1)
+            if all(isinstance(c, (int, float)) for c in pipe.classes):
+                rows = rows.astype(np.float64 if any(isinstance(c, float) for c in pipe.classes) else np.int64)
             else:
                 rows = rows.astype(str)
     else:
@@ -119,50 +130,29 @@ def cmd_evaluate(args: argparse.Namespace, out: IO[str]) -> int:
         For an unusable model or data file, a label that is not one of the model's classes, or
         regression targets that are not numbers of the model's output width.
     """
-    bundle = Bundle.load(args.model, args.backend)
-    table = read_data(args.data, args.target, want_target=True, known_target=bundle.meta.get("target"))
-    X = bundle.features_of(table, args.data).astype(bundle.model.dtype)
-    raw = bundle.outputs(X)
-    model = bundle.model
-    result: dict[str, Any] = {"samples": int(X.shape[0])}
-    if bundle.classification:
-        idx = bundle.class_indices(table.y, args.data)
-        k = len(bundle.classes)
-        pred = bundle.predicted_indices(raw)
-        if model.output_activation == "softmax":
-            T: np.ndarray = idx
-        elif raw.shape[1] == 1:
-            T = idx.astype(np.float64)
-        else:
-            T = np.eye(k)[idx]
-        confusion = np.zeros((k, k), dtype=np.int64)
-        np.add.at(confusion, (idx, pred), 1)
-        result.update(
-            accuracy=float(np.mean(pred == idx)),
-            loss=model.loss(X, T),
-            classes=bundle.classes,
-            confusion_matrix=confusion.tolist(),
-        )
-    else:
-        try:
-            y = np.asarray(table.y, dtype=np.float64).reshape(raw.shape)
-        except ValueError:
-            raise CLIError(
-                f"{args.data}: targets must be numbers with {raw.shape[1]} column(s) for this regressor"
-            ) from None
-        ss_res = float(((y - raw) ** 2).sum())
-        ss_tot = float(((y - y.mean(axis=0)) ** 2).sum())
-        r2 = 1.0 - ss_res / ss_tot if ss_tot > 0 else float("nan")
-        result.update(mse=ss_res / y.size, r2=r2, loss=model.loss(X, y))
+    pipe = load_pipeline(args.model, args.backend)
+    table = read_data(
+        args.data,
+        args.target,
+        want_target=True,
+        known_target=pipe.meta.get("target"),
+        drop=args.drop,
+        delimiter=args.delimiter,
+    )
+    try:
+        result = pipe.evaluate(features_of(pipe, table, args.data), table.y)
+    except ValueError as exc:
+        raise CLIError(f"{args.data}: {exc}") from None
     if args.json:
         print(json.dumps(result, indent=2), file=out)
         return EXIT_OK
     print(f"samples   {result['samples']}", file=out)
-    if bundle.classification:
+    if pipe.classification:
+        confusion = np.array(result["confusion_matrix"])
         print(f"accuracy  {result['accuracy']:.4f}", file=out)
-        print(f"loss      {result['loss']:.4f}  ({bundle.meta['loss']})", file=out)
+        print(f"loss      {result['loss']:.4f}  ({pipe.meta['loss']})", file=out)
         print("confusion matrix (rows: true class, columns: predicted class)", file=out)
-        labels = [str(c) for c in bundle.classes]
+        labels = [str(c) for c in pipe.classes]
         width = max(max(len(s) for s in labels), len(str(int(confusion.max()))), 3)
         print(" " * width + " " + " ".join(f"{s:>{width}}" for s in labels), file=out)
         for label, row in zip(labels, confusion):

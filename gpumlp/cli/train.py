@@ -1,8 +1,8 @@
 """``gpumlp train``: train an MLP on a data file and save it with what predict and evaluate need.
 
-:class:`TrainingData` turns the data file and flags into the task, the loss, the network's
-targets, the validation split and the standardisation; a ``--resume`` run derives the same from
-the same data and flags. :func:`cmd_train` checks the flags before any work, trains (resuming
+:class:`~gpumlp.cli.trainingdata.TrainingData` turns the data file and flags into the task, the
+loss, the network's targets, the validation split and the standardisation; a ``--resume`` run
+derives the same from the same data and flags. :func:`cmd_train` checks the flags before any work, trains (resuming
 from a checkpoint, on every rank of an ``mpiexec`` job with ``--distributed``), turns Ctrl-C
 into :class:`~gpumlp.cli.errors.Interrupted`, and reports and saves the result.
 """
@@ -12,170 +12,24 @@ from __future__ import annotations
 import argparse
 import os
 import time
-from typing import IO, Any
+import warnings
+from typing import IO
 
 import numpy as np
 
 from .._files import check_output_path
 from ..backends import get_backend
 from ..checkpoint import Checkpoint, load_checkpoint
-from ..data import train_test_split
 from ..distributed import Group
 from ..memory import check_fits, model_bytes, training_bytes
 from ..network import MLP
-from ..validation import check_fits_dtype
+from ..pipeline import Pipeline, predicted_indices
+from ..training import DivergenceError
 from ._mpi import join_mpi_job, run_on_ranks
-from .bundle import Bundle, plain_value
-from .datafiles import Table, read_data
 from .errors import EXIT_INTERRUPTED, EXIT_OK, CLIError, Interrupted, Terminated, stop_signals_like_ctrl_c
+from .trainingdata import TrainingData
 
-MAX_CLASSES_AUTO = 100  # loss="auto": integer targets with at most this many values are classes
-
-
-def _task_and_loss(y: np.ndarray, loss: str) -> tuple[str, str]:
-    if loss == "mse":
-        return "regression", "mse"
-    if loss in ("cross_entropy", "binary_cross_entropy"):
-        return "classification", loss
-    if y.ndim == 2:
-        return "regression", "mse"
-    if y.dtype.kind in "biu" or y.dtype.kind in "USO":
-        return "classification", "cross_entropy"
-    values = np.unique(y)
-    if np.all(values == np.round(values)) and len(values) <= MAX_CLASSES_AUTO:
-        return "classification", "cross_entropy"
-    return "regression", "mse"
-
-
-def _targets(table: Table, task: str, loss: str, source: str) -> tuple[np.ndarray, list[Any]]:
-    """Training targets (class indices or floats) and the sorted class labels."""
-    y = table.y
-    if task == "regression":
-        try:
-            return np.asarray(y, dtype=np.float64), []
-        except ValueError:
-            raise CLIError(
-                f"{source}: the target {table.target or ''} is not numeric; regression (--loss mse) needs numbers"
-            ) from None
-    if y.ndim != 1:
-        raise CLIError(f"{source}: classification needs one target column; got shape {y.shape}")
-    classes, idx = np.unique(y, return_inverse=True)
-    if len(classes) < 2:
-        raise CLIError(f"{source}: the target has a single class ({plain_value(classes[0])!r}); need at least 2")
-    return idx.astype(np.int64), [plain_value(c) for c in classes]
-
-
-def _network_targets(
-    task: str, loss: str, classes: list[Any], y_tr: np.ndarray, y_val: np.ndarray | None
-) -> tuple[int, str, np.ndarray, np.ndarray | None]:
-    """(outputs, output activation, train targets, validation targets) for the task and loss."""
-    if task == "regression":
-        n_out = 1 if y_tr.ndim == 1 else y_tr.shape[1]
-        return n_out, "identity", y_tr, y_val
-    k = len(classes)
-    if loss == "cross_entropy":
-        return k, "softmax", y_tr, y_val
-    if k == 2:  # one sigmoid output: P(second class)
-        return 1, "sigmoid", y_tr.astype(np.float64), None if y_val is None else y_val.astype(np.float64)
-    eye = np.eye(k)  # one sigmoid per class (one-vs-rest)
-    return k, "sigmoid", eye[y_tr], None if y_val is None else eye[y_val]
-
-
-def standardisation(X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Column means and standard deviations of ``X`` that never overflow.
-
-    Each column is divided by its largest absolute value first, so no square exceeds 1 (a
-    feature of 1e154 would square to inf in float64 and be zeroed by an infinite scale).
-
-    Parameters
-    ----------
-    X : numpy.ndarray
-        Finite float64 features, shape (samples, features).
-
-    Returns
-    -------
-    tuple of numpy.ndarray
-        The means and the scales, shape (features,) each; a constant column's scale is 1.
-    """
-    top = np.abs(X).max(axis=0)
-    top = np.where(top > 0, top, 1.0)
-    Z = X / top
-    std = Z.std(axis=0)
-    return Z.mean(axis=0) * top, np.where(std > 0, std * top, 1.0)
-
-
-class TrainingData:
-    """What ``train`` derives from the data file and flags: the split, the network's targets and
-    the Bundle metadata (task, classes, feature names, standardisation). A ``--resume`` run
-    derives the same from the same data and flags, so it needs no copy of them in the checkpoint.
-
-    Parameters
-    ----------
-    args : argparse.Namespace
-        The ``train`` arguments: ``data``, ``target``, ``loss``, ``val_split``, ``seed`` and ``scale``.
-
-    Attributes
-    ----------
-    task, loss : str
-        "classification" or "regression", and the loss (``--loss auto`` resolved).
-    classes : list
-        The sorted class labels (empty for regression).
-    X_tr, y_tr, X_val, y_val : numpy.ndarray
-        The raw training and validation features and targets (class indices for classification);
-        the validation pair is None without ``--val-split``.
-    mean, scale : numpy.ndarray
-        The standardisation from the training features (zeros and ones with ``--scale none``).
-    n_out, output : int, str
-        The network's output width and output activation.
-    T_tr, T_val : numpy.ndarray
-        The targets the network trains on (T_val None without ``--val-split``).
-    meta : dict
-        The :class:`~gpumlp.cli.bundle.Bundle` metadata.
-
-    Raises
-    ------
-    CLIError
-        For unreadable data, targets that do not fit the task, or an impossible ``--val-split``.
-    """
-
-    def __init__(self, args: argparse.Namespace) -> None:
-        table = read_data(args.data, args.target, want_target=True)
-        self.task, self.loss = _task_and_loss(np.asarray(table.y), args.loss)
-        y, self.classes = _targets(table, self.task, self.loss, args.data)
-        X = table.X
-        if args.val_split:
-            try:
-                self.X_tr, self.X_val, self.y_tr, self.y_val = train_test_split(
-                    X, y, test_size=args.val_split, seed=args.seed, stratify=self.task == "classification"
-                )
-            except ValueError as exc:
-                raise CLIError(f"--val-split {args.val_split}: {exc}") from None
-        else:
-            self.X_tr, self.y_tr, self.X_val, self.y_val = X, y, None, None
-        if args.scale == "standard":
-            self.mean, self.scale = standardisation(self.X_tr)
-        else:
-            self.mean, self.scale = np.zeros(X.shape[1]), np.ones(X.shape[1])
-        self.n_out, self.output, self.T_tr, self.T_val = _network_targets(
-            self.task, self.loss, self.classes, self.y_tr, self.y_val
-        )
-        # Standardised features cannot overflow (|x - mean| / std <= sqrt(samples)); raw ones and targets can.
-        checks = [("a feature", X, " or --scale standard")] if args.scale == "none" else []
-        checks += [("the target", y, "")] if self.task == "regression" else []
-        for what, values, other in checks:
-            try:
-                check_fits_dtype(values, args.dtype, what, f"train with --dtype float64{other}")
-            except ValueError as exc:
-                raise CLIError(f"{args.data}: {exc}") from None
-        self.meta = {
-            "task": self.task,
-            "loss": self.loss,
-            "classes": self.classes,
-            "features": table.features,
-            "target": table.target,
-            "data": os.path.basename(args.data),
-            "scale": args.scale,
-        }
+DEFAULT_BATCH = 200  # --batch-size when not given: min(200, samples), as scikit-learn's MLP
 
 
 def _check_train_flags(args: argparse.Namespace) -> None:
@@ -270,6 +124,39 @@ def _cmd_train(args: argparse.Namespace, group: Group | None, out: IO[str]) -> i
     return _train(args, TrainingData(args), group, out)
 
 
+def _batch_size(requested: int | None, n_train: int) -> int:
+    """``--batch-size``: 0 (not given) min(200, samples), None ('full') all; a larger one is clipped with a warning."""
+    if requested is None:
+        return n_train
+    if requested == 0:
+        return min(DEFAULT_BATCH, n_train)
+    if requested > n_train:
+        warnings.warn(f"--batch-size {requested} is larger than the {n_train} training samples; using {n_train}")
+        return n_train
+    return requested
+
+
+def _cli_divergence(exc: DivergenceError) -> DivergenceError:
+    """The divergence error with its advice in command-line flags instead of ``fit`` arguments."""
+    message = (
+        str(exc)
+        .replace("lower lr (", "lower --lr (")
+        .replace("(e.g. clip_norm=1.0)", "(--clip-norm 1.0)")
+        .replace("standardise X and the targets", "keep --scale standard (features and regression targets)")
+    )
+    return DivergenceError(
+        message,
+        epoch=exc.epoch,
+        loss=exc.loss,
+        last_good_epoch=exc.last_good_epoch,
+        last_good_loss=exc.last_good_loss,
+    )
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}{'' if n == 1 else 's'}"
+
+
 def _train(args: argparse.Namespace, data: TrainingData, group: Group | None, out: IO[str]) -> int:
     from ..progress import ProgressBar
 
@@ -290,19 +177,23 @@ def _train(args: argparse.Namespace, data: TrainingData, group: Group | None, ou
         backend=args.backend,
         seed=args.seed,
     )
-    bundle = Bundle(model, data.meta, data.mean, data.scale)
+    pipe = Pipeline(model, data.meta, data.mean, data.scale, data.y_mean, data.y_scale)
     n_train = data.X_tr.shape[0]
     resume = None if args.resume is None else _resume_checkpoint(args.resume, model, n_train, args.epochs)
     start = 0 if resume is None else resume.epoch
     lr = args.lr if args.lr is not None else (0.001 if args.optimizer == "adam" else 0.01)
-    batch_size = None if args.batch_size is None else min(args.batch_size, n_train)
-    quiet = True if args.no_progress or not root else None  # None: only on a terminal
+    batch_size = _batch_size(args.batch_size, n_train)
+    quiet = True if args.no_progress or not root else None  # None: a bar on a terminal, else a line per epoch
     bar = ProgressBar(args.epochs - start, n_train, disable=quiet, desc="train")
-    validation = None if data.X_val is None else (bundle.transform(data.X_val).astype(args.dtype), data.T_val)
+    try:
+        X_tr = pipe.network_input(data.X_tr)
+        validation = None if data.X_val is None else (pipe.network_input(data.X_val), data.T_val)
+    except ValueError as exc:
+        raise CLIError(f"{args.data}: {exc}") from None
     t0 = time.perf_counter()
     try:
         history = model.fit(
-            bundle.transform(data.X_tr).astype(args.dtype),
+            X_tr,
             data.T_tr,
             loss=data.loss,
             optimizer=args.optimizer,
@@ -326,36 +217,55 @@ def _train(args: argparse.Namespace, data: TrainingData, group: Group | None, ou
         )
     except KeyboardInterrupt as exc:
         raise _interrupted(model, args.checkpoint, exc) from None
+    except DivergenceError as exc:
+        raise _cli_divergence(exc) from None
     finally:
         bar.close()
     seconds = time.perf_counter() - t0
     if not root:
         return EXIT_OK
     if args.out:
-        bundle.save(args.out)
+        pipe.save(args.out)
+    _report(args, data, pipe, history, start, seconds, group, out)
+    return EXIT_OK
+
+
+def _report(
+    args: argparse.Namespace,
+    data: TrainingData,
+    pipe: Pipeline,
+    history: dict[str, list[float]],
+    start: int,
+    seconds: float,
+    group: Group | None,
+    out: IO[str],
+) -> None:
+    """The summary: what was trained, the losses and scores of the epoch whose weights were kept."""
+    model = pipe.model
+    for line in data.guesses:  # what was chosen for the user, each with how to choose otherwise
+        print(line, file=out)
     epochs = len(history["loss"])
     where = model.backend.name
     if group is not None:
         where += f" x {group.size} MPI process{'es' if group.size > 1 else ''}"
-    resumed = "" if resume is None else f" (resumed after epoch {start} from {args.resume})"
+    resumed = "" if start == 0 else f" (resumed after epoch {start} from {args.resume})"
     print(
         f"trained a {_arch(model)} MLP ({args.activation} hidden, {data.output} output, {data.loss}) on {where}: "
-        f"{epochs} epochs{resumed} in {seconds:.2f} s, {n_train} training samples",
+        f"{_plural(epochs, 'epoch')}{resumed} in {seconds:.2f} s, {data.X_tr.shape[0]} training samples",
         file=out,
     )
-    line = f"final loss {history['loss'][-1]:.4f}"
-    if "val_loss" in history:
-        line += f"  val_loss {history['val_loss'][-1]:.4f}"
-    if data.task == "classification":
-        line += f"  train accuracy {_accuracy(bundle, data.X_tr, data.y_tr):.4f}"
-        if data.X_val is not None:
-            line += f"  val accuracy {_accuracy(bundle, data.X_val, data.y_val):.4f}"
+    kept = epochs
+    if args.early_stopping and epochs:
+        monitored = history.get("val_loss") or history["loss"]
+        kept = int(np.argmin(monitored)) + 1
+    line = f"epoch {kept} (kept): loss {history['loss'][kept - 1]:.4f}" if epochs else "no epochs trained"
+    if epochs and "val_loss" in history:
+        line += f"  val_loss {history['val_loss'][kept - 1]:.4f}"
+    line += "  " + _scores(pipe, data)
     print(line, file=out)
     if args.early_stopping and epochs < args.epochs:
-        monitored = history.get("val_loss") or history["loss"]
         print(
-            f"early stopping: no improvement for {args.patience} epochs; "
-            f"kept the weights of epoch {int(np.argmin(monitored)) + 1}",
+            f"early stopping: no improvement for {_plural(args.patience, 'epoch')}; kept the weights of epoch {kept}",
             file=out,
         )
     if args.out:
@@ -367,12 +277,22 @@ def _train(args: argparse.Namespace, data: TrainingData, group: Group | None, ou
 
         plot_history(history, args.plot, title=f"gpumlp {_arch(model)} MLP on {os.path.basename(args.data)}")
         print(f"saved loss curve to {args.plot}", file=out)
-    return EXIT_OK
+
+
+def _scores(pipe: Pipeline, data: TrainingData) -> str:
+    """Train (and validation) accuracy for a classifier, R² for a regressor, of the model as kept."""
+    name = "accuracy" if pipe.classification else "r2"
+    text = f"train {name} {_score(pipe, data.X_tr, data.y_tr):.4f}"
+    if data.X_val is not None:
+        text += f"  val {name} {_score(pipe, data.X_val, data.y_val):.4f}"
+    return text
+
+
+def _score(pipe: Pipeline, X: np.ndarray, y: np.ndarray) -> float:
+    if pipe.classification:
+        return float(np.mean(predicted_indices(pipe.outputs(X)) == y))
+    return float(pipe.evaluate(X, y)["r2"])
 
 
 def _arch(model: MLP) -> str:
     return "-".join(str(n) for n in model.sizes)
-
-
-def _accuracy(bundle: Bundle, X: np.ndarray, y: np.ndarray) -> float:
-    return float(np.mean(bundle.predicted_indices(bundle.outputs(bundle.transform(X))) == y))

@@ -25,6 +25,15 @@ ValueError once ``max_iter`` is done.
 
 from __future__ import annotations
 
-from ._estimators import MLPClassifier, MLPRegressor
+from ..install_hint import install_hint
+
+try:
+    import sklearn  # noqa: F401
+except ImportError as exc:  # a clear hint, not a bare ModuleNotFoundError from deep inside
+    raise ImportError(
+        f"gpumlp.sklearn needs scikit-learn, which is not installed: {install_hint('scikit-learn', 'sklearn')}"
+    ) from exc
+
+from ._estimators import MLPClassifier, MLPRegressor  # noqa: E402
 
 __all__ = ["MLPClassifier", "MLPRegressor"]

@@ -1,6 +1,7 @@
 """Training: the fit loop and the one gradient step every loop runs.
 
-- :mod:`.fit` — the loop (epochs, history, early stopping, divergence, checkpoints);
+- :mod:`.fit` — the loop (epochs, history, early stopping, checkpoints);
+- :mod:`.divergence` — what counts as a diverged epoch, and DivergenceError;
 - :mod:`.step` — ONE gradient step: forward → loss → backward → allreduce → L2 → clip → update;
 - :mod:`.fused` — the CPU fast path, the update fused into the backward pass;
 - :mod:`.state` — the last good epoch, which a divergence or a Ctrl-C returns to;
@@ -12,6 +13,7 @@ it never imports the model class.
 """
 
 from .distributed import DistributedError
-from .fit import DivergenceError, Trainer, fit
+from .divergence import DivergenceError
+from .fit import ConvergenceWarning, Trainer, fit
 
-__all__ = ["DistributedError", "DivergenceError", "Trainer", "fit"]
+__all__ = ["ConvergenceWarning", "DistributedError", "DivergenceError", "Trainer", "fit"]

@@ -29,12 +29,13 @@ from typing import Any
 import numpy as np
 
 from ..backends import Backend, get_backend
+from ..install_hint import install_hint
 from ..validation import check_number
 
 TIMEOUT_ENV = "GPUMLP_MPI_TIMEOUT"
 _DRAIN_S = 0.2
 DEFAULT_TIMEOUT = 300.0
-_MPI_HINT = "pip install 'gpumlp[mpi]' (mpi4py plus the mpich wheel), then launch with mpiexec -n N"
+_MPI_HINT = f"{install_hint('mpi4py mpich', 'mpi')}, then launch with mpiexec -n N"
 
 
 class DistributedError(RuntimeError):

@@ -24,6 +24,7 @@ from ..validation import check_bool, check_number
 from ..workspace import Workspace
 from .cuda_graph import device_loop
 from .distributed import Reducer, make_reducer
+from .divergence import diverged, divergence_error
 from .fused import can_fuse
 from .start_check import resume_identity, tell_other_ranks_of_early_failure
 from .state import EpochState, one_fit_at_a_time
@@ -35,25 +36,12 @@ if TYPE_CHECKING:
 Callback = Callable[["MLP", int, dict], "bool | None"]
 
 
-class DivergenceError(FloatingPointError):
-    """Training diverged (a NaN/inf or exploding epoch loss, or non-finite weights).
+class ConvergenceWarning(UserWarning):
+    """Training reached its epoch limit while the monitored loss was still improving (as scikit-learn's).
 
-    Raised by :func:`fit`, which first puts back the weights, optimizer state and RNG state of
-    the last good epoch. ``epoch`` is where it was detected, ``loss`` that epoch's loss,
-    ``last_good_epoch`` / ``last_good_loss`` the epoch the model now holds and its loss.
+    Warned by :func:`fit` with ``early_stopping=True`` when the epochs ran out before ``patience``
+    epochs passed without improvement: more epochs would likely give a better model.
     """
-
-    def __init__(
-        self,
-        message: str,
-        epoch: int = 0,
-        loss: float = math.nan,
-        last_good_epoch: int = 0,
-        last_good_loss: float | None = None,
-    ) -> None:
-        super().__init__(message)
-        self.epoch, self.loss = epoch, loss
-        self.last_good_epoch, self.last_good_loss = last_good_epoch, last_good_loss
 
 
 class Trainer:
@@ -119,6 +107,19 @@ class Trainer:
         return self.reducer.sum_scalar(total) / X.shape[0] + model.l2_penalty(self.config.l2)
 
 
+def _warn_still_improving(epochs: int, history: dict[str, list[float]], waited: int) -> None:
+    monitored = history.get("val_loss") or history["loss"]
+    best = int(np.argmin(monitored)) + 1
+    name = "validation loss" if history.get("val_loss") else "training loss"
+    warnings.warn(
+        f"training stopped at its limit of {epochs} epochs while the {name} was still improving "
+        f"({'its last epoch was its best' if waited == 0 else f'best at epoch {best}'}); "
+        "train for more epochs for a better model",
+        ConvergenceWarning,
+        stacklevel=4,
+    )
+
+
 def _check_batch_size(batch_size: int | None, n: int) -> int:
     if batch_size is None:
         return n
@@ -150,46 +151,6 @@ def _check_callbacks(callbacks: Any) -> list[Callback]:
                 f"callbacks[{i}] must be callable as cb(model, epoch, logs); got {type(cb).__name__} {cb!r}"
             )
     return callbacks
-
-
-def _divergence(model: MLP, loss: float, losses: list[float], threshold: float | None) -> str | None:
-    """Why an epoch that ended with mean loss ``loss`` counts as diverged; None when it does not.
-
-    One device read besides the loss: the sum of all weights, NaN/inf when any weight is.
-    """
-    if not math.isfinite(loss):
-        return f"the epoch's loss is {loss}"
-    if threshold is not None and losses and loss > threshold * max(1.0, losses[0]):
-        return (
-            f"the epoch's loss {loss:.6g} is over divergence_threshold={threshold:g} times "
-            f"max(1, first epoch's loss {losses[0]:.6g})"
-        )
-    if not math.isfinite(float(model.ops.total(model.params))):
-        return "a weight became NaN or infinite"
-    return None
-
-
-def _divergence_error(
-    epoch: int,
-    steps: str,
-    why: str,
-    loss: float,
-    good: EpochState,
-    history: dict[str, list[float]],
-    lr: float,
-    path: str | None,
-) -> DivergenceError:
-    last = history["loss"][-1] if history["loss"] else None
-    kept = f"the end of epoch {good.epoch} (loss {last:.6g})" if last is not None else "the start of training"
-    saved = f" and checkpoint {path!r} holds them" if path is not None else ""
-    return DivergenceError(
-        f"training diverged in epoch {epoch} ({steps}): {why}. The model keeps its weights from {kept}{saved}. "
-        f"To fix: lower lr (this run: {lr:g}), clip gradients (e.g. clip_norm=1.0), or standardise X and the targets.",
-        epoch=epoch,
-        loss=loss,
-        last_good_epoch=good.epoch,
-        last_good_loss=last,
-    )
 
 
 @tell_other_ranks_of_early_failure
@@ -327,11 +288,15 @@ checkpoint, checkpoint_every, resume, cuda_graph, allow_tf32
         best = math.inf if ck.best_loss is None else ck.best_loss
         best_snap = None if ck.best_weights is None else [model.to_device(a) for a in ck.best_weights]
         waited, start = ck.waited, ck.epoch
+        if ck.config.get("stopped") or (early_stopping and waited >= patience):
+            start = max(start, epochs)  # a run that stopped stays stopped: resuming it trains no further
     callbacks = list(callbacks)
+    bar = None
     if progress and reducer.is_root:
         from ..progress import ProgressBar
 
-        callbacks.append(ProgressBar(max(epochs - start, 0), Xd.shape[0]))
+        bar = ProgressBar(max(epochs - start, 0), Xd.shape[0])
+        callbacks.append(bar)
     good = EpochState(model, opt)  # the last complete, finite epoch: what a divergence or Ctrl-C returns to
     good.capture(start, best, waited, best_snap)
     path = checkpoint if reducer.is_root else None
@@ -341,18 +306,18 @@ checkpoint, checkpoint_every, resume, cuda_graph, allow_tf32
             t0 = time.perf_counter()
             with np.errstate(over="ignore", invalid="ignore", divide="ignore"):  # a divergence is reported below
                 train_loss = trainer.run_epoch(Xd, Td)
-                why = _divergence(model, train_loss, history["loss"], divergence_threshold)
+                why = diverged(model, train_loss, history["loss"], divergence_threshold)
             if why:
                 steps = f"optimizer step {opt.t}" if opt.t == good.t + 1 else f"optimizer steps {good.t + 1}-{opt.t}"
                 good.rollback(history, path, config)
                 model.history = history
-                raise _divergence_error(epoch, steps, why, train_loss, good, history, opt.lr, path)
+                raise divergence_error(epoch, steps, why, train_loss, good, history, opt.lr, path)
             history["loss"].append(train_loss)
             logs: dict[str, float] = {"loss": train_loss, "time": time.perf_counter() - t0}
             if val is not None:
                 logs["val_loss"] = trainer.evaluate(*val)
                 history["val_loss"].append(logs["val_loss"])
-            stop = any(cb(model, epoch, logs) for cb in callbacks)
+            stop = any([bool(cb(model, epoch, logs)) for cb in callbacks])  # every callback sees every epoch
             if early_stopping:
                 monitored = logs.get("val_loss", train_loss)
                 if monitored < best:
@@ -362,14 +327,19 @@ checkpoint, checkpoint_every, resume, cuda_graph, allow_tf32
                     stop = stop or waited >= patience
             good.capture(epoch, best, waited, best_snap)
             if path is not None and (epoch % checkpoint_every == 0 or stop or epoch == epochs):
-                good.save(path, history, config)
+                good.save(path, history, {**config, "stopped": True} if stop else config)
             if stop:
                 break
+        else:
+            if early_stopping and waited < patience and len(history["loss"]) > start:
+                _warn_still_improving(epochs, history, waited)
     except KeyboardInterrupt:
         good.rollback(history, path, config)
         model.history = history
         raise
     finally:
+        if bar is not None:
+            bar.close()
         good.signals.release()
     if early_stopping and waited and best_snap is not None:
         model.restore(best_snap)  # stopped by patience or not, the model ends at its best epoch

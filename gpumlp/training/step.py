@@ -118,11 +118,16 @@ class RowBatches:
 
 
 class LossTotal:
-    """The eager loop's loss sum: a 0-d device array of the model's dtype."""
+    """The eager loop's loss sum: a 0-d float64 device array, whatever the model's dtype.
+
+    Each batch's sum (in the model's dtype, over at most ``batch_size`` rows) is added in float64,
+    so an epoch of many small float32 batches sums as scikit-learn's does (``dtype`` is kept for
+    the callers' signature; the total is float64).
+    """
 
     def __init__(self, ops: Any, dtype: Any) -> None:
         self.ops = ops
-        self.total = ops.alloc((), dtype)
+        self.total = ops.alloc((), ops.xp.float64)
 
     def add(self, loss: str, Y: Any, T: Any) -> None:
-        self.total += self.ops.loss_sum(loss, Y, T)
+        self.total += self.ops.loss_sum(loss, Y, T)  # float32 + float64 -> float64 (array API promotion)

@@ -17,17 +17,32 @@ def test_csv_header_detection_missing_values_and_bom(workdir: Path, capsys: pyte
     and a text column right of the target are one line each; a spreadsheet's BOM is dropped."""
     rows = [f"{i % 3}.5,{i % 2}.25,{'cat' if i % 2 else 'dog'}" for i in range(12)]
     (workdir / "noheader.csv").write_text("\n".join(rows) + "\n")
-    rc, out, err = run(capsys, "train", "noheader.csv", "--epochs", "1", "--out", "m.npz", "--no-progress")
+    rc, out, err = run(
+        capsys, "train", "noheader.csv", "--epochs", "1", "--val-split", "0", "--out", "m.npz", "--no-progress"
+    )
     assert rc == 0 and "12 training samples" in out, err
     rc, out, err = run(capsys, "predict", "m.npz", "noheader.csv", "--target", "2")
     assert rc == 0 and len(out.splitlines()) == 13 and out.splitlines()[0] == "prediction", err
     (workdir / "numeric_names.csv").write_text("0,1,label\n" + "\n".join(rows) + "\n")  # pandas' default names
-    rc, out, err = run(capsys, "train", "numeric_names.csv", "--epochs", "1", "--out", "n.npz", "--no-progress")
-    assert rc == 0 and "12 training samples" in out and "2-128-2" in out, err
+    rc, out, err = run(
+        capsys, "train", "numeric_names.csv", "--epochs", "1", "--val-split", "0", "--out", "n.npz", "--no-progress"
+    )
+    assert rc == 0 and "12 training samples" in out and "2-100-2" in out, err
 
     (workdir / "bom.csv").write_text("\ufeffa,b,label\n" + "\n".join(rows) + "\n", encoding="utf-8")
     rc, out, err = run(
-        capsys, "train", "bom.csv", "--target", "label", "--epochs", "1", "--out", "b.npz", "--no-progress"
+        capsys,
+        "train",
+        "bom.csv",
+        "--target",
+        "label",
+        "--epochs",
+        "1",
+        "--val-split",
+        "0",
+        "--out",
+        "b.npz",
+        "--no-progress",
     )
     assert rc == 0 and "12 training samples" in out, err
     rc, out, err = run(capsys, "train", "bom.csv", "--target", "a", "--no-progress")

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import gpumlp as gm
-from gpumlp.cli.bundle import CLI_MEAN, CLI_META, CLI_SCALE
+from gpumlp.pipeline import CLI_MEAN, CLI_META, CLI_SCALE
 from gpumlp.progress import ProgressBar
 
 from cli_support import IRIS, ROOT, run, write_csv
@@ -29,7 +29,7 @@ def test_resume_continues_exactly_with_the_same_scaling_and_classes(
     assert rc == 0 and "saved checkpoint to ck.npz" in out, err
     assert gm.load_checkpoint(workdir / "ck.npz").epoch == 2
     rc, out, err = run(capsys, "train", *IRIS, "--epochs", "4", "--out", "resumed.npz", "--resume", "ck.npz")
-    assert rc == 0 and err == "", err
+    assert rc == 0 and "error" not in err, err  # a ConvergenceWarning only: 4 epochs end still improving
     assert "4 epochs (resumed after epoch 2 from ck.npz)" in out
 
     unbroken, resumed = np.load(workdir / "unbroken.npz"), np.load(workdir / "resumed.npz")
@@ -87,6 +87,8 @@ def test_clip_norm_bounds_the_step(workdir: Path, capsys: pytest.CaptureFixture)
         "float64",
         "--backend",
         "numpy",
+        "--val-split",
+        "0",
         "--no-progress",
     ]
     steps = {}
@@ -95,7 +97,7 @@ def test_clip_norm_bounds_the_step(workdir: Path, capsys: pytest.CaptureFixture)
         assert rc == 0, err
         moved = [
             a - b
-            for new, old in zip(gm.load(f"clip{clip}.npz").get_weights(), start.get_weights())
+            for new, old in zip(gm.load(f"clip{clip}.npz").model.get_weights(), start.get_weights())
             for a, b in zip(new, old)
         ]
         steps[clip] = np.sqrt(sum(float(np.sum(d * d)) for d in moved))
@@ -107,12 +109,29 @@ def test_divergence_is_one_line_and_exit_1(workdir: Path, capsys: pytest.Capture
     rng = np.random.default_rng(1)
     X = rng.normal(size=(200, 3))
     np.savez(workdir / "reg.npz", X=X, y=X @ [1.0, -2.0, 0.5] + 3.0)
-    argv = ["train", "reg.npz", "--optimizer", "sgd", "--lr", "1e6", "--out", "m.npz", "--no-progress"]
+    argv = [
+        "train",
+        "reg.npz",
+        "--optimizer",
+        "sgd",
+        "--lr",
+        "1e6",
+        "--scale",
+        "none",
+        "--batch-size",
+        "64",
+        "--val-split",
+        "0",
+        "--out",
+        "m.npz",
+        "--no-progress",
+    ]
     rc, out, err = run(capsys, *argv, "--checkpoint", "ck.npz")
     assert rc == 1 and out == "" and "Traceback" not in err
     lines = err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("gpumlp: error: training diverged in epoch 1"), err
-    assert "lower lr (this run: 1e+06)" in lines[0] and "checkpoint 'ck.npz' holds them" in lines[0]
+    assert "lower --lr (this run: 1e+06)" in lines[0] and "--clip-norm 1.0" in lines[0] and "clip_norm=" not in lines[0]
+    assert "checkpoint 'ck.npz' holds them" in lines[0]
     assert not (workdir / "m.npz").exists() and gm.load_checkpoint(workdir / "ck.npz").epoch == 0
 
 
@@ -121,7 +140,7 @@ def test_plot_without_matplotlib_fails_before_training(
 ) -> None:
     monkeypatch.setitem(sys.modules, "matplotlib", None)  # as if it were not installed
     rc, out, err = run(capsys, "train", "iris.csv", "--target", "species", "--plot", "loss.png", "--out", "new.npz")
-    assert rc == 2 and "gpumlp[plot]" in err and out == ""
+    assert rc == 2 and "pip install matplotlib" in err and "pip install gpumlp[" not in err and out == ""
     assert not (trained / "new.npz").exists()
 
 
@@ -132,10 +151,10 @@ def test_distributed_without_mpi4py_is_one_line_and_exit_2(
     monkeypatch.setitem(sys.modules, "mpi4py", None)  # as if it were not installed
     rc, out, err = run(capsys, "train", *IRIS, "--epochs", "2", "--distributed")
     assert rc == 2 and out == "" and not (workdir / "model.npz").exists()
-    assert err == (
-        "gpumlp: error: --distributed: distributed training needs mpi4py and an MPI library: "
-        "pip install 'gpumlp[mpi]' (mpi4py plus the mpich wheel), then launch with mpiexec -n N\n"
+    assert err.startswith(
+        "gpumlp: error: --distributed: distributed training needs mpi4py and an MPI library: pip install mpi4py mpich"
     )
+    assert err.endswith("then launch with mpiexec -n N\n") and len(err.splitlines()) == 1
 
 
 @pytest.mark.mpi
@@ -166,7 +185,7 @@ def test_distributed_two_ranks_equal_one_process(workdir: Path, capsys: pytest.C
     assert code == 0, log
     assert log.count("trained a") == 1 and "on numpy x 2 MPI processes: 3 epochs" in log  # rank 0 reports
     assert run(capsys, *argv, "--out", "one.npz")[0] == 0
-    two, one = gm.load(workdir / "two.npz"), gm.load(workdir / "one.npz")
+    two, one = gm.load(workdir / "two.npz").model, gm.load(workdir / "one.npz").model
     for (W2, b2), (W1, b1) in zip(two.get_weights(), one.get_weights()):
         np.testing.assert_allclose(W2, W1, rtol=0, atol=1e-10)
         np.testing.assert_allclose(b2, b1, rtol=0, atol=1e-10)

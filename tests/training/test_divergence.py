@@ -138,8 +138,8 @@ def test_divergence_is_checked_once_per_epoch(monkeypatch):
     loop = importlib.import_module("gpumlp.training.fit")  # the module: gpumlp.training.fit is the function
 
     calls = []
-    real = loop._divergence
-    monkeypatch.setattr(loop, "_divergence", lambda *a: calls.append(1) or real(*a))
+    real = loop.diverged
+    monkeypatch.setattr(loop, "diverged", lambda *a: calls.append(1) or real(*a))
     X, y = _classification(n=96)
     gm.MLP([4, 3], backend="numpy").fit(X, y, epochs=4, batch_size=8)  # 12 steps per epoch
     assert len(calls) == 4

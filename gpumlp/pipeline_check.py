@@ -1,9 +1,9 @@
-"""Checks of the CLI metadata a model file carries (:mod:`gpumlp.cli.bundle`), field by field.
+"""Checks of the preprocessing a model file carries (:mod:`gpumlp.pipeline`), field by field.
 
-A model file may have been written by another program or edited by hand: every field ``predict``
-and ``evaluate`` use is checked against the network it came with before it is used, so a bad
-field is one :class:`~gpumlp.cli.errors.CLIError` naming the file and the field (exit status 2),
-never a KeyError or IndexError later.
+A model file may have been written by another program or edited by hand: every field a
+:class:`~gpumlp.pipeline.Pipeline` uses is checked against the network it came with before it is
+used, so a bad field is one ValueError naming the file and the field (the CLI prints it as one
+line with exit status 2), never a KeyError or IndexError later.
 """
 
 from __future__ import annotations
@@ -13,9 +13,8 @@ from typing import Any
 
 import numpy as np
 
-from ..losses import LOSSES
-from ..modelfile import decode_json
-from .errors import CLIError
+from .losses import LOSSES
+from .modelfile import decode_json
 
 TASKS = ("classification", "regression")
 
@@ -28,8 +27,8 @@ def _label_ok(v: Any) -> bool:
     return isinstance(v, (str, int))
 
 
-def _field(path: str, name: str, problem: str) -> CLIError:
-    return CLIError(f"{path}: bad CLI metadata field {name!r}: {problem} (was the file edited or written elsewhere?)")
+def _field(path: str, name: str, problem: str) -> ValueError:
+    return ValueError(f"{path}: bad CLI metadata field {name!r}: {problem} (was the file edited or written elsewhere?)")
 
 
 def _check_classes(path: str, meta: dict[str, Any], model: Any) -> None:
@@ -83,20 +82,20 @@ def _check_names(path: str, meta: dict[str, Any], n_features: int) -> None:
 
 def _standardisation(path: str, arrays: dict[str, np.ndarray], key: str, n_features: int) -> np.ndarray:
     if key not in arrays:
-        raise CLIError(f"{path}: the CLI metadata has no {key!r} array (the input standardisation)")
+        raise ValueError(f"{path}: the CLI metadata has no {key!r} array (the standardisation)")
     a = arrays[key]
     if a.dtype.kind not in "fiu" or a.shape != (n_features,):
-        raise CLIError(f"{path}: array {key!r} must be {n_features} numbers; got {a.dtype} of shape {a.shape}")
+        raise ValueError(f"{path}: array {key!r} must be {n_features} numbers; got {a.dtype} of shape {a.shape}")
     a = a.astype(np.float64)
     if not np.isfinite(a).all():
-        raise CLIError(f"{path}: array {key!r} holds NaN or infinite values")
+        raise ValueError(f"{path}: array {key!r} holds NaN or infinite values")
     return a
 
 
 def decode_cli_meta(
-    path: str, arrays: dict[str, np.ndarray], model: Any, keys: tuple[str, str, str]
-) -> tuple[dict[str, Any], np.ndarray, np.ndarray]:
-    """The CLI metadata, mean and scale stored in a model file, each field checked against ``model``.
+    path: str, arrays: dict[str, np.ndarray], model: Any, keys: tuple[str, ...]
+) -> tuple[dict[str, Any], np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None]:
+    """The CLI metadata and standardisation stored in a model file, each field checked against ``model``.
 
     Parameters
     ----------
@@ -107,37 +106,45 @@ def decode_cli_meta(
     model : MLP
         The network loaded from the same file.
     keys : tuple of str
-        The names of the metadata, mean and scale arrays.
+        The names of the metadata, feature mean, feature scale, target mean and target scale arrays
+        (the target scaling is optional: files of older versions have none).
 
     Returns
     -------
-    tuple of (dict, numpy.ndarray, numpy.ndarray)
-        The metadata (``task``, ``classes``, ``loss``, ``features``, ``target`` valid), the mean and
-        the scale (float64, one per input, finite, scale > 0).
+    tuple
+        The metadata (``task``, ``classes``, ``loss``, ``features``, ``target`` valid), the feature
+        mean and scale (float64, one per input, finite, scale > 0), and the target mean and scale
+        (one per output, or None when the file has none).
 
     Raises
     ------
-    CLIError
+    ValueError
         Naming the file and the field that is missing, of the wrong type, or does not fit the network.
     """
-    meta_key, mean_key, scale_key = keys
+    meta_key, mean_key, scale_key, y_mean_key, y_scale_key = keys
     try:
         meta = decode_json(arrays[meta_key], path, "CLI metadata")
     except RecursionError:
-        raise CLIError(f"{path}: corrupted CLI metadata (JSON nested too deep)") from None
-    except ValueError as exc:
-        raise CLIError(str(exc)) from None
+        raise ValueError(f"{path}: corrupted CLI metadata (JSON nested too deep)") from None
     if not isinstance(meta, dict):
-        raise CLIError(f"{path}: corrupted CLI metadata: expected a JSON object; got {type(meta).__name__}")
+        raise ValueError(f"{path}: corrupted CLI metadata: expected a JSON object; got {type(meta).__name__}")
     if meta.get("task") not in TASKS:
         raise _field(path, "task", f"expected one of {TASKS}; got {meta.get('task')!r}")
     if meta.get("loss") not in LOSSES:
         raise _field(path, "loss", f"expected one of {tuple(LOSSES)}; got {meta.get('loss')!r}")
     _check_classes(path, meta, model)
-    n = model.n_features
-    _check_names(path, meta, n)
-    mean = _standardisation(path, arrays, mean_key, n)
-    scale = _standardisation(path, arrays, scale_key, n)
-    if not (scale > 0).all():
-        raise CLIError(f"{path}: array {scale_key!r} must be positive (features are divided by it)")
-    return meta, mean, scale
+    _check_names(path, meta, model.n_features)
+    scaled = []
+    for key, n in (
+        (mean_key, model.n_features),
+        (scale_key, model.n_features),
+        (y_mean_key, model.n_outputs),
+        (y_scale_key, model.n_outputs),
+    ):
+        optional = key in (y_mean_key, y_scale_key)
+        scaled.append(None if optional and key not in arrays else _standardisation(path, arrays, key, n))
+    for key, scale in ((scale_key, scaled[1]), (y_scale_key, scaled[3])):
+        if scale is not None and not (scale > 0).all():
+            raise ValueError(f"{path}: array {key!r} must be positive (values are divided by it)")
+    mean, scale, y_mean, y_scale = scaled
+    return meta, mean, scale, y_mean, y_scale
