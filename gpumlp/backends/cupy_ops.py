@@ -1,8 +1,11 @@
 """CupyOps: the GPU fast path, fused CUDA kernels for the elementwise work of a step.
 
 The kernels are the CUDA C++ of kernels.cu (expanded by :mod:`._cuda_source`), compiled once
-per dtype with NVRTC through ``xp.RawModule`` on first use; the GEMMs stay on cuBLAS through
-``matmul(out=)``. Arrays the kernels cannot take go the way of
+per dtype with NVRTC through ``xp.RawModule`` on first use. Every GEMM of a step goes to cuBLAS
+through :mod:`._cublas` (ctypes), on a handle of ours per stream whose stream and preallocated
+workspace are set once, on first use, outside capture: CuPy's own cuBLAS calls (``matmul``) are
+refused while a stream captures a CUDA graph, ours are legal, and eager steps take the same
+path as captured ones, so the two agree bit for bit. Arrays the kernels cannot take go the way of
 :class:`~gpumlp.backends.inplace_ops.InplaceOps`. The methods after the Ops interface keep the
 batch number and Adam's step size in device memory, for the captured steps of
 :mod:`gpumlp.cuda_graph`. This module never imports CuPy: it gets the namespace as ``xp``.
@@ -13,27 +16,35 @@ from __future__ import annotations
 from typing import Any
 
 from ..losses import CANONICAL_PAIRS
+from ._cublas import CublasHandle, load_library, recommended_workspace_bytes
 from ._cuda_source import CUDA_DERIVATIVE, CUDA_FORWARD, CUDA_LOSS, CUDA_SCALAR, cuda_source
 from .inplace_ops import InplaceOps
 
 
 class _MatmulPrecision:
-    """Context in which CuPy's float32 matmuls may use TF32 tensor cores; the previous
-    compute type is restored on exit (it is process-wide CuPy state)."""
+    """Context in which float32 GEMMs may use TF32 tensor cores: gpumlp's own (CupyOps.allow_tf32,
+    the compute type of its cublasGemmEx calls) and CuPy's (process-wide CuPy state); both are
+    restored on exit."""
 
-    def __init__(self, xp: Any, allow_tf32: bool) -> None:
-        self._linalg = getattr(getattr(xp, "_core", None), "_routines_linalg", None)
-        self._dtype = xp.float32
+    def __init__(self, ops: CupyOps, allow_tf32: bool) -> None:
+        self._ops = ops
+        self._linalg = getattr(getattr(ops.xp, "_core", None), "_routines_linalg", None)
+        self._dtype = ops.xp.float32
         self._allow = allow_tf32
         self._before: Any = None
+        self._ops_before = False
 
     def __enter__(self) -> _MatmulPrecision:
-        if self._allow and self._linalg is not None:
-            self._before = self._linalg.get_compute_type(self._dtype)
-            self._linalg.set_compute_type(self._dtype, self._linalg.COMPUTE_TYPE_TF32)
+        if self._allow:
+            self._ops_before, self._ops.allow_tf32 = self._ops.allow_tf32, True
+            if self._linalg is not None:
+                self._before = self._linalg.get_compute_type(self._dtype)
+                self._linalg.set_compute_type(self._dtype, self._linalg.COMPUTE_TYPE_TF32)
         return self
 
     def __exit__(self, *exc: Any) -> None:
+        if self._allow:
+            self._ops.allow_tf32 = self._ops_before
         if self._before is not None:
             self._linalg.set_compute_type(self._dtype, self._before)
             self._before = None
@@ -51,16 +62,55 @@ class CupyOps(InplaceOps):
     what lets :mod:`gpumlp.cuda_graph` replay one captured step for a whole epoch.
     """
 
-    fused_update = False  # steps go backward_into + optimizer.step: the order a CUDA graph captures
+    fused_update = True  # the update rides in the backward pass; plain SGD in the weight-gradient GEMM (β = 1)
     _BLOCK = 256  # threads per block of every launch
     _MAX_GRID = 65535  # most blocks of a grid-stride launch
     _CLIP_BLOCKS = 128  # blocks per gradient in the norm's first pass
 
-    def __init__(self, xp: Any) -> None:
+    def __init__(self, xp: Any, cublas_lib: Any = None) -> None:
         super().__init__(xp)
         self._modules: dict[str, Any] = {}
         self._kernels: dict[tuple[str, str], Any] = {}
         self._clip_buffers: dict[tuple[str, int], tuple[Any, Any]] = {}
+        self._cublas_lib = cublas_lib  # None: the libcublas CuPy loaded, found on first use
+        self._handles: dict[int, tuple[CublasHandle, Any]] = {}  # stream pointer -> (handle, its workspace)
+        self.allow_tf32 = False  # float32 GEMMs in TF32 (set by matmul_precision)
+
+    # ----- cuBLAS ----------------------------------------------------------------------------
+    def cublas_handle(self) -> CublasHandle:
+        """The cuBLAS handle of the current stream, made on first use: stream, THEN a workspace of
+        our own (cublasSetStream resets the workspace), so cuBLAS allocates nothing later, under
+        capture included. Must first be called outside capture (the eager warm-up step does)."""
+        stream = int(self.xp.cuda.get_current_stream().ptr)
+        entry = self._handles.get(stream)
+        if entry is None:
+            cc = str(getattr(self.xp.cuda.Device(), "compute_capability", "") or "")
+            nbytes = recommended_workspace_bytes(int(cc[:-1]) if cc[:-1].isdigit() else None)
+            buf = self.xp.empty((nbytes + 256,), dtype=self.xp.uint8)  # rounded up to 256 bytes below
+            ptr = buf.data.ptr if hasattr(buf.data, "ptr") else buf.ctypes.data
+            lib = self._cublas_lib if self._cublas_lib is not None else load_library()
+            entry = self._handles[stream] = (CublasHandle(stream, -(-ptr // 256) * 256, nbytes, lib=lib), buf)
+        return entry[0]
+
+    @staticmethod
+    def _gemmable(*arrays: Any) -> bool:
+        dtype = arrays[0].dtype
+        return str(dtype) in CUDA_SCALAR and all(
+            a.ndim == 2 and a.dtype == dtype and a.flags.c_contiguous for a in arrays
+        )
+
+    def gemm(self, a: Any, b: Any, out: Any = None, trans_a: bool = False, trans_b: bool = False) -> Any:
+        if out is None or not self._gemmable(a, b, out):
+            return super().gemm(a, b, out, trans_a, trans_b)
+        tf32 = self.allow_tf32 and str(out.dtype) == "float32"
+        return self.cublas_handle().gemm_arrays(a, b, out, trans_a=trans_a, trans_b=trans_b, allow_tf32=tf32)
+
+    def gemm_update(self, p: Any, a: Any, b: Any, alpha: float, beta: float = 1.0, trans_a: bool = False) -> bool:
+        if not self._gemmable(p, a, b):
+            return False
+        tf32 = self.allow_tf32 and str(p.dtype) == "float32"
+        self.cublas_handle().gemm_arrays(a, b, p, alpha=alpha, beta=beta, trans_a=trans_a, allow_tf32=tf32)
+        return True
 
     # ----- kernel plumbing -------------------------------------------------------------
     def _kernel(self, name: str, dtype: Any) -> Any:
@@ -100,7 +150,9 @@ class CupyOps(InplaceOps):
         known = activation in CUDA_FORWARD or activation == "softmax"
         if not known or (out is not None and not self._fits(out)):
             return super().affine_activate(X, W, b, activation, out)
-        out = self.xp.matmul(X, W, out=out)
+        if out is None:
+            out = self.xp.empty((X.shape[0], W.shape[1]), dtype=self.xp.result_type(X, W))
+        out = self.gemm(X, W, out=out)
         b = self._contiguous(b, out.dtype)
         rows, cols = out.shape
         i64 = self.xp.int64
@@ -285,4 +337,4 @@ class CupyOps(InplaceOps):
 
     def matmul_precision(self, allow_tf32: bool) -> _MatmulPrecision:
         """Context in which float32 matmuls may use TF32 tensor cores (a no-op unless ``allow_tf32``)."""
-        return _MatmulPrecision(self.xp, allow_tf32)
+        return _MatmulPrecision(self, allow_tf32)

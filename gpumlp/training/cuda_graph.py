@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Callable
-from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -190,21 +189,40 @@ class DeviceLossTotal:
 class ScheduledUpdate:
     """The device loop's update rule: each parameter's update with nothing counted on the host
     (the loop adds the epoch's steps to ``optimizer.t``), Adam's η_t read from ``lr_schedule`` at
-    the device batch number ``step[0]``: a replay must not reuse the captured step's η_t."""
+    the device batch number ``step[0]``: a replay must not reuse the captured step's η_t.
+
+    It offers the optimizer's side of the fused step too (:func:`~gpumlp.training.fused.backward_update`:
+    ``prescale``, ``begin_step``, ``update``, ``apply_prescaled``), so the device loop takes the
+    path the eager loop takes on this Ops (plain SGD inside the weight-gradient GEMM)."""
 
     def __init__(self, optimizer: Optimizer, ops: CupyOps, lr_schedule: Any, step: Any) -> None:
         self.optimizer, self.ops, self.lr_schedule, self.step_counter = optimizer, ops, lr_schedule, step
 
-    def step(self, params: list[Any], grads: list[Any]) -> None:
+    @property
+    def prescale(self) -> float | None:
+        return self.optimizer.prescale
+
+    def begin_step(self) -> None:
+        """Nothing: the loop counts the steps of an epoch on the host once, after it."""
+
+    def update(self, i: int, p: Any, g: Any, rows: slice | None = None) -> None:
         opt = self.optimizer
+        if isinstance(opt, Adam):
+            m, v = opt.state["m"][i], opt.state["v"][i]
+            if rows is not None:
+                m, v = m[rows], v[rows]
+            self.ops.adam_update_scheduled(
+                p, g, m, v, self.lr_schedule, self.step_counter, opt.beta1, opt.beta2, opt.eps
+            )
+        else:
+            opt.update(i, p, g, rows)
+
+    def apply_prescaled(self, i: int, p: Any, g: Any, rows: slice | None = None) -> None:
+        self.optimizer.apply_prescaled(i, p, g, rows)
+
+    def step(self, params: list[Any], grads: list[Any]) -> None:
         for i, (p, g) in enumerate(zip(params, grads)):
-            if isinstance(opt, Adam):
-                m, v = opt.state["m"][i], opt.state["v"][i]
-                self.ops.adam_update_scheduled(
-                    p, g, m, v, self.lr_schedule, self.step_counter, opt.beta1, opt.beta2, opt.eps
-                )
-            else:
-                opt.update(i, p, g)
+            self.update(i, p, g)
 
 
 class DeviceLoop:
@@ -225,7 +243,7 @@ class DeviceLoop:
         self.xp = self.model.backend.xp
         self.graphs = graphs
         self.allow_tf32 = allow_tf32
-        self.config = replace(trainer.config, fused=False)  # the update must be ScheduledUpdate's
+        self.config = trainer.config  # fused or not as the eager loop: the update is ScheduledUpdate's either way
         self.stream = self.xp.cuda.Stream(non_blocking=True)
         self.step = self.xp.zeros((1,), dtype=self.xp.int32)  # the batch number within the epoch
         self.total = self.ops.alloc((), self.model.xp_dtype)  # Σ_n ℓ_n over the epoch so far
@@ -235,6 +253,8 @@ class DeviceLoop:
         self.batches: DeviceBatches | None = None
         self.update: ScheduledUpdate | None = None
         self.lr_schedule: Any = None
+        self.epoch_steps = 0  # steps of the epoch the buffers (permutation, step sizes) are filled for
+        self.steps_done = 0  # steps enqueued or replayed since step[0] was set to 0: the host's copy of step[0]
 
     # ----- what the graphs depend on ------------------------------------------------------
     def _bind(self, X: Any, T: Any, plan: list[tuple[int, int]]) -> None:
@@ -273,14 +293,35 @@ class DeviceLoop:
         self.update = ScheduledUpdate(opt, self.ops, self.lr_schedule, self.step)
 
     # ----- one step, on whatever stream is current ----------------------------------------------
-    def _enqueue_step(self, rows: int) -> None:
+    def rewind(self, steps: int) -> None:
+        """Make the next step the first of an epoch of ``steps`` steps (step[0] = 0 on the device)."""
+        self.step.fill(0)
+        self.epoch_steps, self.steps_done = steps, 0
+
+    def _claim_step(self) -> None:
+        """Count one more step of the epoch, refusing (on the host, before anything is launched)
+        the step that would read past the permutation and step-size buffers: on a GPU that read is
+        an illegal address, which poisons the CUDA context."""
+        if self.steps_done >= self.epoch_steps:
+            raise RuntimeError(
+                f"the device loop would run step {self.steps_done + 1} of an epoch past the {self.epoch_steps} "
+                "steps of the epoch, reading past its permutation and step-size buffers; rewind() first"
+            )
+        self.steps_done += 1
+
+    def _record_step(self, rows: int) -> None:
         """Batch number step[0], through the one train_step; nothing here reads the device."""
         model = self.model
         train_step(model, model.workspace(rows), self.batches, self.losses, self.update, self.config, rows)
 
+    def _enqueue_step(self, rows: int) -> None:
+        """One step launched from Python (checked against the epoch's length first)."""
+        self._claim_step()
+        self._record_step(rows)
+
     def _capture(self, rows: int) -> Any:
         try:
-            graph = capture(self.xp, self.stream, lambda: self._enqueue_step(rows))
+            graph = capture(self.xp, self.stream, lambda: self._record_step(rows))
         except GraphCaptureError as exc:
             warnings.warn(
                 f"CUDA graph capture failed: {exc}. Training goes on without CUDA graphs.", RuntimeWarning, stacklevel=4
@@ -298,6 +339,7 @@ class DeviceLoop:
             graph = self._capture(rows)
         for _ in range(count):
             if graph is not None:
+                self._claim_step()
                 graph.launch(stream=self.stream)
             else:
                 self._enqueue_step(rows)
@@ -320,7 +362,7 @@ class DeviceLoop:
             if isinstance(opt, Adam):
                 sizes = [opt.step_size(opt.t + i) for i in range(1, steps + 1)]
                 ops.assign(self.lr_schedule, model.backend.asarray(np.asarray(sizes), dtype=model.xp_dtype))
-            self.step.fill(0)
+            self.rewind(steps)
             self.total.fill(0)
             for rows, count in plan:
                 self._run(rows, count)

@@ -71,8 +71,8 @@ def test_nan_reaches_the_loss(emu):
     """relu, the clip of Ŷ and the softmax keep NaN, so a diverged run reports a NaN loss."""
     model = gm.MLP([2, 3, 2], dtype="float64", backend=emu, seed=0)
     model.layers[0].W[0, 0] = np.nan
-    Y = model.forward_into(Workspace.unbuffered(model, np.ones((4, 2))))
-    assert np.isnan(float(model.ops.loss_sum("cross_entropy", Y, np.eye(2)[[0, 1, 0, 1]])))
+    Y = model.forward_into(Workspace.unbuffered(model, model.to_device(np.ones((4, 2)))))
+    assert np.isnan(float(model.ops.loss_sum("cross_entropy", Y, model.to_device(np.eye(2)[[0, 1, 0, 1]]))))
 
 
 OPTIMIZERS = [
@@ -102,11 +102,81 @@ def test_device_training_matches_numpy(emu, opt):
 @pytest.mark.parametrize("opt", OPTIMIZERS, ids=lambda o: "-".join(f"{k}={v}" for k, v in o.items()))
 def test_graph_replay_equals_eager_steps_exactly(emu, opt):
     eager, h_eager = _fit(emu, **opt)
+    gemms = len(emu.xp.libcublas.compute_types)
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # a failed capture warns: that must not happen here
         graphed, h_graph = _fit(emu, cuda_graph=True, **opt)
     np.testing.assert_array_equal(flat(graphed), flat(eager))
     assert h_graph["loss"] == h_eager["loss"]
+    # 3 epochs of 6 steps: the first step of each shape (8 rows, 3 rows) runs eagerly and is then
+    # captured; all others are replays, which call nothing on the host. 5 GEMMs a step (2 forward,
+    # 2 weight gradients, 1 delta): (2 eager + 2 captured) x 5.
+    assert len(emu.xp.libcublas.compute_types) - gemms == 4 * 5
+
+
+def test_the_device_loop_never_reads_past_its_permutation_or_schedule(emu):
+    """Issue 16 item 2: run_epoch leaves step[0] at the end of the epoch; one more step would read
+    perm[64:80] of 64 and lr_schedule[4] of 4 (an illegal address on a GPU). The loop refuses it on
+    the host, before launching anything."""
+    rng = np.random.default_rng(0)
+    X, y = rng.normal(size=(64, 8)), rng.integers(0, 3, 64)
+    model = gm.MLP([8, 16, 3], dtype="float32", backend=emu, seed=0)
+    Xd, Td, loss = model.check_data(X, y, "auto")
+    trainer = Trainer(model, loss, Adam(lr=0.01), 1e-3, 16, True, np.random.default_rng(0), clip_norm=1.0)
+    for graphs in (False, True):
+        loop = device_loop(trainer, cuda_graph=graphs, allow_tf32=True)
+        loop.run_epoch(Xd, Td)
+        launches = emu.xp.launches
+        with pytest.raises(RuntimeError, match="past the 4 steps of the epoch"):
+            loop._enqueue_step(16)
+        assert emu.xp.launches == launches  # refused before anything was launched
+        with pytest.raises(RuntimeError, match="past the 4 steps of the epoch"):
+            loop._run(16, 1)
+        loop.rewind(4)
+        loop._enqueue_step(16)  # a new epoch's first step is fine
+
+
+def test_an_out_of_bounds_kernel_read_is_an_illegal_address(emu):
+    """The emulator's own guard: a kernel indexing past an array it was given raises (on a GPU:
+    cudaErrorIllegalAddress) instead of reading host memory."""
+    from cuda_emulator import EmulatedIllegalAddress
+
+    xp, ops = emu.xp, emu.ops
+    X, T = xp.zeros((4, 2), dtype=np.float32), xp.zeros((4, 3), dtype=np.float32)
+    perm, step = xp.arange(4, dtype=np.int64), xp.ones((1,), dtype=np.int32)  # batch 1 of 4 rows: perm[4:8]
+    out_x, out_t = xp.zeros((4, 2), dtype=np.float32), xp.zeros((4, 3), dtype=np.float32)
+    with pytest.raises(EmulatedIllegalAddress, match=r"gather_batch: perm\[4\] is outside its 4 elements"):
+        ops.gather_batch(X, T, perm, step, 4, out_x, out_t)
+
+
+def test_a_host_read_under_capture_fails_as_in_cupy(emu, monkeypatch):
+    original = emu.ops.add_loss_sum
+
+    def reading(loss, Y, T, total):
+        original(loss, Y, T, total)
+        float(total)  # a D2H copy and a sync: CuPy refuses it while capturing
+
+    monkeypatch.setattr(emu.ops, "add_loss_sum", reading)
+    with pytest.warns(RuntimeWarning, match="D2H transfers are disallowed"):
+        _fit(emu, cuda_graph=True, optimizer="sgd", lr=0.1)
+
+
+def test_a_kernel_first_compiled_under_capture_fails(emu, monkeypatch):
+    """The eager warm-up step compiles and loads every kernel; one left for the capture is refused."""
+    from gpumlp.training.cuda_graph import DeviceLoop
+
+    original = DeviceLoop._capture
+
+    def forgetful(self, rows):
+        self.ops._kernels.clear()
+        return original(self, rows)
+
+    monkeypatch.setattr(DeviceLoop, "_capture", forgetful)
+    with pytest.warns(RuntimeWarning, match="RawModule.get_function"):
+        model, _ = _fit(emu, cuda_graph=True, optimizer="sgd", lr=0.1, momentum=0.5)
+    monkeypatch.undo()
+    eager, _ = _fit(emu, optimizer="sgd", lr=0.1, momentum=0.5)
+    np.testing.assert_array_equal(flat(model), flat(eager))
 
 
 def test_graphs_are_captured_once_per_batch_shape_and_replayed(emu):
@@ -122,7 +192,7 @@ def test_graphs_are_captured_once_per_batch_shape_and_replayed(emu):
         before = emu.xp.launches
         loop.run_epoch(Xd, Td)
         launches.append(emu.xp.launches - before)
-    assert sorted(loop.captured) == [3, 8]
+    assert sorted(loop.captured) == [3, 8] and loop.graphs
     assert opt.t == 18
     assert launches[1] == launches[2] == 0  # later epochs are graph replays only: no kernel launched from Python
     for a in [*model.params, *opt.state["m"], loop.total, *model.workspace(8).flat_grad_list()]:

@@ -120,7 +120,8 @@ def test_no_host_synchronisation_inside_a_step(cp):
         for _ in range(3):
             step()
     loop = device_loop(trainer, allow_tf32=True)  # the device loop's eager step
-    loop.run_epoch(Xd, Td)
+    loop.run_epoch(Xd, Td)  # leaves step[0] at 4, the end of the epoch: a further step must start a new one
+    loop.rewind(4)
     with cupyx.allow_synchronize(False):
         loop._enqueue_step(16)
 
