@@ -5,7 +5,9 @@ placeholders; :func:`cuda_source` fills the ``common`` section with the scalar t
 limits, and repeats the other sections once per activation, loss, or (activation, loss) pair
 of the tables below. Each table entry is the device twin of the entry of the same name in
 activations.py / losses.py; operations keep InplaceOps' order and the module is built without
-FMA contraction, so the updates round exactly as on the host.
+FMA contraction. Results are still not bit-equal to the host's: CuPy appends ``-ftz=true`` to
+every RawModule's options (float32 subnormals flush to zero) and CUDA's exp/log/tanh are not
+correctly rounded (docs/gpu.md, "Rounding").
 """
 
 from __future__ import annotations

@@ -1,9 +1,9 @@
 /* gpumlp's CUDA kernels: the elementwise work of a training step (CupyOps, gpumlp/backends/cupy_ops.py).
 
    Not compiled as it stands: gpumlp/backends/_cuda_source.py reads this file, expands it once per
-   dtype and hands the result to NVRTC (through cupy.RawModule, built with --fmad=false so updates
-   round as on the host). The GEMMs stay on cuBLAS. Indices are 64-bit; kernels expect C-contiguous
-   arrays.
+   dtype and hands the result to NVRTC (through cupy.RawModule, built with --fmad=false: no FMA
+   contraction; CuPy appends -ftz=true, so float32 subnormals flush to zero). The GEMMs are cuBLAS
+   (gpumlp/backends/_cublas.py). Indices are 64-bit; kernels expect C-contiguous arrays.
 
    Layout: only the text between a "//@begin NAME" line and its "//@end NAME" line is used.
    - common         once: typedefs, helpers and every kernel that does not depend on an activation or loss
