@@ -215,7 +215,11 @@ inline double __longlong_as_double(long long i) { double d; std::memcpy(&d, &i, 
 """
 
 _SIGNATURE = re.compile(r'extern "C" __global__ void (\w+)\(([^)]*)\)')
-_C_SCALARS = {"long long": (ctypes.c_longlong, np.int64), "int": (ctypes.c_int, np.int32)}
+_C_SCALARS = {
+    "long long": (ctypes.c_longlong, np.int64),
+    "int": (ctypes.c_int, np.int32),
+    "double": (ctypes.c_double, np.float64),
+}
 
 
 def compiler() -> str | None:
@@ -240,7 +244,7 @@ def _parse(source: str) -> dict[str, list[tuple[str, str]]]:
     return kernels
 
 
-_POINTER = re.compile(r"\b(const\s+)?(T|long long|int)\s*\*\s*(?=[A-Za-z_])")
+_POINTER = re.compile(r"\b(const\s+)?(T|long long|int|double)\s*\*\s*(?=[A-Za-z_])")
 
 
 def _checked(source: str) -> str:

@@ -90,11 +90,16 @@ def cuda_source(dtype: str) -> str:
         parts.append(_fill("activation", ACT=act, FORWARD=CUDA_FORWARD[act], DERIVATIVE=CUDA_DERIVATIVE[act]))
     for loss, (term, factor, grad) in CUDA_LOSS.items():
         parts.append(_fill("loss_sum", LOSS=loss, TERM=term, FACTOR=factor))
-        for act in CUDA_FORWARD:
-            delta = "(y - t) * scale" if (act, loss) in CANONICAL_PAIRS else f"(({grad}) * scale) * dact_{act}(y)"
-            parts.append(_fill("delta", ACT=act, LOSS=loss, DELTA=delta))
+        parts.append(_fill("loss_total", LOSS=loss, TERM=term, FACTOR=factor))
+        deltas = {
+            act: "(y - t) * scale" if (act, loss) in CANONICAL_PAIRS else f"(({grad}) * scale) * dact_{act}(y)"
+            for act in CUDA_FORWARD
+        }
         if ("softmax", loss) in CANONICAL_PAIRS:
-            parts.append(_fill("delta", ACT="softmax", LOSS=loss, DELTA="(y - t) * scale"))
-        else:
+            deltas["softmax"] = "(y - t) * scale"
+        for act, delta in deltas.items():
+            parts.append(_fill("delta", ACT=act, LOSS=loss, DELTA=delta))
+            parts.append(_fill("delta_loss", ACT=act, LOSS=loss, DELTA=delta, TERM=term, FACTOR=factor))
+        if ("softmax", loss) not in CANONICAL_PAIRS:
             parts.append(_fill("softmax_delta", LOSS=loss, GRAD=grad))
     return "\n".join(parts)

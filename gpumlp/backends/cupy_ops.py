@@ -66,6 +66,7 @@ class CupyOps(InplaceOps):
     _BLOCK = 256  # threads per block of every launch
     _MAX_GRID = 65535  # most blocks of a grid-stride launch
     _CLIP_BLOCKS = 128  # blocks per gradient in the norm's first pass
+    _FUSED_LOSS_MAX = 1 << 16  # most output elements for the one-block delta + loss kernel
 
     def __init__(self, xp: Any, cublas_lib: Any = None) -> None:
         super().__init__(xp)
@@ -75,6 +76,7 @@ class CupyOps(InplaceOps):
         self._cublas_lib = cublas_lib  # None: the libcublas CuPy loaded, found on first use
         self._handles: dict[int, tuple[CublasHandle, Any]] = {}  # stream pointer -> (handle, its workspace)
         self.allow_tf32 = False  # float32 GEMMs in TF32 (set by matmul_precision)
+        self._pending_loss: tuple[str, Any, Any, Any] | None = None  # (loss, Ŷ, T, total) of defer_loss_sum
 
     # ----- cuBLAS ----------------------------------------------------------------------------
     def cublas_handle(self) -> CublasHandle:
@@ -171,8 +173,10 @@ class CupyOps(InplaceOps):
         return D
 
     def output_delta(self, activation: str, loss: str, Y: Any, T: Any, scale: float, out: Any = None) -> Any:
+        pending, self._pending_loss = self._pending_loss, None
         known = loss in CUDA_LOSS and (activation in CUDA_DERIVATIVE or activation == "softmax")
         if not known or Y.ndim != 2 or (out is not None and not self._fits(out, Y)):
+            self._flush_loss(pending)
             return super().output_delta(activation, loss, Y, T, scale, out)
         Y = self._contiguous(Y)
         T = self._contiguous(T, Y.dtype)
@@ -180,7 +184,13 @@ class CupyOps(InplaceOps):
             out = self.xp.empty(Y.shape, dtype=Y.dtype)
         s, i64 = Y.dtype.type(scale), self.xp.int64
         name = f"delta_{activation}_{loss}"
-        if activation == "softmax" and (activation, loss) not in CANONICAL_PAIRS:
+        rowwise = activation == "softmax" and (activation, loss) not in CANONICAL_PAIRS
+        if pending is not None and not rowwise and pending[:3] == (loss, Y, T) and Y.size <= self._FUSED_LOSS_MAX:
+            self._kernel(f"delta_loss_{activation}_{loss}", Y.dtype)((1,), (self._BLOCK,), (out, Y, T, s, i64(Y.size),
+                                                                                             pending[3]))  # fmt: skip
+            return out
+        self._flush_loss(pending)
+        if rowwise:
             self._rowwise(name, Y.dtype, Y.shape[0], out, Y, T, s, i64(Y.shape[0]), i64(Y.shape[1]))
         else:
             self._elementwise(name, Y.dtype, Y.size, out, Y, T, s, i64(Y.size))
@@ -270,8 +280,31 @@ class CupyOps(InplaceOps):
         self._kernel(f"loss_{loss}", Y.dtype)((1,), (self._BLOCK,), args)
 
     def add_loss_sum(self, loss: str, Y: Any, T: Any, total: Any) -> None:
-        """total += Σ_n ℓ(Ŷ_n, T_n), in place on the 0-d device array ``total``."""
-        self._loss(loss, Y, T, total, accumulate=True)
+        """total += Σ_n ℓ(Ŷ_n, T_n), in place on the 0-d device array ``total`` (float64: the
+        batch's sum is made in Y's dtype, then added in float64)."""
+        Y = self._contiguous(Y)
+        T = self._contiguous(T, Y.dtype)
+        if str(total.dtype) != "float64":
+            raise TypeError(f"add_loss_sum adds into a float64 total, got {total.dtype}")
+        self._kernel(f"loss_total_{loss}", Y.dtype)((1,), (self._BLOCK,), (Y, T, self.xp.int64(Y.size), total))
+
+    def defer_loss_sum(self, loss: str, Y: Any, T: Any, total: Any) -> None:
+        """:meth:`add_loss_sum`, made by the next :meth:`output_delta` on the same Ŷ and T (one
+        kernel for both, one pass over Ŷ), or at :meth:`flush_loss_sum` if that does not come."""
+        self._flush_loss(self._pending_loss)
+        if loss in CUDA_LOSS and self._fits(Y, T) and Y.ndim == 2:
+            self._pending_loss = (loss, Y, T, total)
+        else:
+            self.add_loss_sum(loss, Y, T, total)
+
+    def flush_loss_sum(self) -> None:
+        """Add a loss sum deferred by :meth:`defer_loss_sum` that no output delta has made yet."""
+        pending, self._pending_loss = self._pending_loss, None
+        self._flush_loss(pending)
+
+    def _flush_loss(self, pending: tuple[str, Any, Any, Any] | None) -> None:
+        if pending is not None:
+            self.add_loss_sum(*pending)
 
     def gather_batch(self, X: Any, T: Any, perm: Any, step: Any, batch_size: int, X_out: Any, T_out: Any) -> None:
         """Rows perm[step[0]·batch_size + r] of X and T into X_out and T_out.

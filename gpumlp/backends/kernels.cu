@@ -26,6 +26,10 @@ typedef {{SCALAR}} T;
 #define GRID_STRIDE(i, n) \
     for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < (n); \
          i += (long long)blockDim.x * gridDim.x)
+/* The same loop in 32-bit unsigned indices, for n <= INT32_LIMIT (so i + stride cannot wrap). */
+#define INT32_LIMIT 2147483647LL
+#define GRID_STRIDE32(i, n) \
+    for (unsigned i = blockIdx.x * blockDim.x + threadIdx.x; i < (unsigned)(n); i += blockDim.x * gridDim.x)
 #define WARP_ROW(rows) \
     const long long row = ((long long)blockIdx.x * blockDim.x + threadIdx.x) >> 5; \
     const int lane = threadIdx.x & 31; \
@@ -131,6 +135,16 @@ extern "C" __global__ void gather_batch(const T* x, const T* tg, const long long
                                         T* x_out, T* t_out) {
     const long long start = (long long)step[0] * batch_size;
     const long long width = dx + dt;
+    if (rows * width <= INT32_LIMIT) {  /* 32-bit division for the row and column of i */
+        const unsigned w = (unsigned)width, udx = (unsigned)dx, udt = (unsigned)dt;
+        GRID_STRIDE32(i, rows * width) {
+            const unsigned r = i / w, c = i - r * w;
+            const long long src = perm[start + r];
+            if (c < udx) x_out[r * udx + c] = x[src * dx + c];
+            else t_out[r * udt + (c - udx)] = tg[src * dt + (c - udx)];
+        }
+        return;
+    }
     GRID_STRIDE(i, rows * width) {
         const long long r = i / width, c = i - r * width;
         const long long src = perm[start + r];
@@ -173,7 +187,12 @@ __device__ __forceinline__ T act_{{ACT}}(T a) { return {{FORWARD}}; }
 __device__ __forceinline__ T dact_{{ACT}}(T z) { return {{DERIVATIVE}}; }
 /* Z = g(Z + b) in place. */
 extern "C" __global__ void bias_act_{{ACT}}(T* z, const T* b, long long n, long long cols) {
-    GRID_STRIDE(i, n) z[i] = act_{{ACT}}(z[i] + b[i % cols]);
+    if (n <= INT32_LIMIT) {  /* 32-bit index math: i % cols is a 64-bit divide otherwise */
+        const unsigned c = (unsigned)cols;
+        GRID_STRIDE32(i, n) z[i] = act_{{ACT}}(z[i] + b[i % c]);
+    } else {
+        GRID_STRIDE(i, n) z[i] = act_{{ACT}}(z[i] + b[i % cols]);
+    }
 }
 /* D ← D ⊙ g'(A), from the layer output Z. */
 extern "C" __global__ void backprop_{{ACT}}(T* d, const T* z, long long n) {
@@ -196,6 +215,36 @@ extern "C" __global__ void loss_{{LOSS}}(const T* ys, const T* ts, long long n, 
     }
 }
 //@end loss_sum
+
+//@begin delta_loss
+/* The output delta of delta_{{ACT}}_{{LOSS}} and the batch's loss sum in one pass: total[0] (float64, the
+   epoch's sum) += factor · Σ term(Ŷ, T). One block of 256 threads, the loss summed in the order of
+   loss_{{LOSS}} (so both give the same bits); for outputs small enough that one block is not the bottleneck. */
+extern "C" __global__ void delta_loss_{{ACT}}_{{LOSS}}(T* d, const T* ys, const T* ts, T scale, long long n,
+                                                     double* total) {
+    T s = 0;
+    for (long long i = threadIdx.x; i < n; i += blockDim.x) {
+        const T y = ys[i], t = ts[i], yc = clip01(y);
+        s += {{TERM}};
+        d[i] = {{DELTA}};
+    }
+    s = block_sum_256(s);
+    if (threadIdx.x == 0) total[0] = total[0] + (double)({{FACTOR}} * s);
+}
+//@end delta_loss
+
+//@begin loss_total
+/* total[0] (float64) += factor · Σ term(Ŷ, T): loss_{{LOSS}} into a float64 epoch sum. */
+extern "C" __global__ void loss_total_{{LOSS}}(const T* ys, const T* ts, long long n, double* total) {
+    T s = 0;
+    for (long long i = threadIdx.x; i < n; i += blockDim.x) {
+        const T y = ys[i], t = ts[i], yc = clip01(y);
+        s += {{TERM}};
+    }
+    s = block_sum_256(s);
+    if (threadIdx.x == 0) total[0] = total[0] + (double)({{FACTOR}} * s);
+}
+//@end loss_total
 
 //@begin delta
 /* Output delta D = ∂E/∂A_L for output {{ACT}} with loss {{LOSS}}. */

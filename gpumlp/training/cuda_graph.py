@@ -173,17 +173,19 @@ class DeviceBatches:
         self.ops.gather_batch(self.X, self.T, self.perm, self.step, self.batch_size, ws.Z[0], ws.T)
 
     def advance(self) -> None:
+        self.ops.flush_loss_sum()  # normally made already, with the output delta
         self.ops.advance(self.step, self.dtype)
 
 
 class DeviceLossTotal:
-    """The device loop's loss sum: one kernel adds each batch's Σ_n ℓ_n into ``total`` (no temporary)."""
+    """The device loop's loss sum: each batch's Σ_n ℓ_n is added into the float64 ``total`` by the
+    output-delta kernel itself (CupyOps.defer_loss_sum; no kernel of its own, no temporary)."""
 
     def __init__(self, ops: CupyOps, total: Any) -> None:
         self.ops, self.total = ops, total
 
     def add(self, loss: str, Y: Any, T: Any) -> None:
-        self.ops.add_loss_sum(loss, Y, T, self.total)
+        self.ops.defer_loss_sum(loss, Y, T, self.total)
 
 
 class ScheduledUpdate:
@@ -246,7 +248,7 @@ class DeviceLoop:
         self.config = trainer.config  # fused or not as the eager loop: the update is ScheduledUpdate's either way
         self.stream = self.xp.cuda.Stream(non_blocking=True)
         self.step = self.xp.zeros((1,), dtype=self.xp.int32)  # the batch number within the epoch
-        self.total = self.ops.alloc((), self.model.xp_dtype)  # Σ_n ℓ_n over the epoch so far
+        self.total = self.ops.alloc((), self.xp.float64)  # Σ_n ℓ_n over the epoch so far, summed in float64
         self.losses = DeviceLossTotal(self.ops, self.total)
         self.captured: dict[int, Any] = {}  # batch rows -> graph of one step
         self._bound: tuple[list[Any], tuple[Any, ...]] | None = None

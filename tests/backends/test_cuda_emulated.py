@@ -150,13 +150,13 @@ def test_an_out_of_bounds_kernel_read_is_an_illegal_address(emu):
 
 
 def test_a_host_read_under_capture_fails_as_in_cupy(emu, monkeypatch):
-    original = emu.ops.add_loss_sum
+    original = emu.ops.defer_loss_sum
 
     def reading(loss, Y, T, total):
         original(loss, Y, T, total)
         float(total)  # a D2H copy and a sync: CuPy refuses it while capturing
 
-    monkeypatch.setattr(emu.ops, "add_loss_sum", reading)
+    monkeypatch.setattr(emu.ops, "defer_loss_sum", reading)
     with pytest.warns(RuntimeWarning, match="D2H transfers are disallowed"):
         _fit(emu, cuda_graph=True, optimizer="sgd", lr=0.1)
 
@@ -195,8 +195,9 @@ def test_graphs_are_captured_once_per_batch_shape_and_replayed(emu):
     assert sorted(loop.captured) == [3, 8] and loop.graphs
     assert opt.t == 18
     assert launches[1] == launches[2] == 0  # later epochs are graph replays only: no kernel launched from Python
-    for a in [*model.params, *opt.state["m"], loop.total, *model.workspace(8).flat_grad_list()]:
+    for a in [*model.params, *opt.state["m"], *model.workspace(8).flat_grad_list()]:
         assert a.dtype == np.float32
+    assert loop.total.dtype == np.float64  # the epoch's loss sum
 
 
 def test_graphs_are_recaptured_when_a_callback_changes_the_learning_rate(emu):
@@ -230,13 +231,13 @@ def test_failed_capture_warns_and_training_goes_on_eagerly(emu, monkeypatch):
 
 
 def test_a_step_that_allocates_under_capture_is_not_replayed(emu, monkeypatch):
-    original = emu.ops.add_loss_sum
+    original = emu.ops.defer_loss_sum
 
     def allocating(*args):
         emu.xp.empty((16,))  # a temporary: its memory could go to another array after capture
         original(*args)
 
-    monkeypatch.setattr(emu.ops, "add_loss_sum", allocating)
+    monkeypatch.setattr(emu.ops, "defer_loss_sum", allocating)
     with pytest.warns(RuntimeWarning, match="allocated device memory 1 time"):
         model, _ = _fit(emu, cuda_graph=True, optimizer="sgd", lr=0.1)
     monkeypatch.undo()

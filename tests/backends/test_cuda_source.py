@@ -65,7 +65,10 @@ def _launched_kernels(dtype: str) -> tuple[set[str], list[str]]:
             ops.output_delta(act, loss, a(6, 3), T, 0.5, out=np.empty((6, 3), dtype=dtype))
     for loss in LOSSES:
         ops.loss_sum(loss, a(6, 3), T)
-        ops.add_loss_sum(loss, a(6, 3), T, np.zeros((), dtype=dtype))
+        ops.add_loss_sum(loss, a(6, 3), T, np.zeros((), dtype=np.float64))
+        Y, total = a(6, 3), np.zeros((), dtype=np.float64)
+        ops.defer_loss_sum(loss, Y, T, total)
+        ops.output_delta("softmax" if loss == "cross_entropy" else "sigmoid", loss, Y, T, 0.5, out=a(6, 3))
     ops.sum_rows(a(6, 3), out=np.empty(3, dtype=dtype))
     ops.add_scaled(a(4, 3), 0.1, a(4, 3))
     ops.sgd_update(a(4, 3), a(4, 3), None, 0.1, 0.0, False)
@@ -101,6 +104,9 @@ def test_every_kernel_cupyops_launches_is_in_the_source(dtype):
         "sq_partial",
         "clip_factor",
         "scale_by",
+        "loss_total_mse",
+        "delta_loss_softmax_cross_entropy",
+        "delta_loss_sigmoid_binary_cross_entropy",
     } <= launched
 
 
