@@ -86,7 +86,7 @@ def capture(cp: Any) -> dict[str, Any]:
     from gpumlp.training.cuda_graph import device_loop
 
     rng = np.random.default_rng(0)
-    X, y = rng.normal(size=(512, 784)), rng.integers(0, 10, 512)
+    X, y = rng.normal(size=(256, 784)), rng.integers(0, 10, 256)  # 2 steps: the warm-up, then a 1-step graph
     out: dict[str, Any] = {}
     for name, opt in (("sgd", SGD(lr=0.01)), ("momentum", SGD(lr=0.01, momentum=0.9))):
         model = gm.MLP([784, 256, 256, 10], dtype="float32", backend="cupy", seed=0)
@@ -96,7 +96,7 @@ def capture(cp: Any) -> dict[str, Any]:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             loop.run_epoch(Xd, Td)
-        graph = loop.captured.get(128)
+        graph = loop.captured.get((128, 1))
         nodes = None
         if graph is not None and hasattr(graph, "debug_dot_str"):
             try:

@@ -1,4 +1,4 @@
-"""CUDA graphs: each train step captured once per batch shape and replayed for whole epochs.
+"""CUDA graphs: train steps captured once per batch shape, up to 32 steps a graph, replayed for whole epochs.
 
 On a small network a Python loop that launches ~20 kernels per step costs more than the
 kernels. Here a step is recorded once with stream capture (``stream.begin_capture()`` …
@@ -250,7 +250,9 @@ class DeviceLoop:
         self.step = self.xp.zeros((1,), dtype=self.xp.int32)  # the batch number within the epoch
         self.total = self.ops.alloc((), self.xp.float64)  # Σ_n ℓ_n over the epoch so far, summed in float64
         self.losses = DeviceLossTotal(self.ops, self.total)
-        self.captured: dict[int, Any] = {}  # batch rows -> graph of one step
+        self.captured: dict[tuple[int, int], Any] = {}  # (batch rows, steps k) -> graph of k steps
+        self.steps_per_graph = 32  # most steps one graph launch runs
+        self._warm: set[int] = set()  # batch shapes that have run one eager step since the last _bind
         self._bound: tuple[list[Any], tuple[Any, ...]] | None = None
         self.batches: DeviceBatches | None = None
         self.update: ScheduledUpdate | None = None
@@ -286,6 +288,7 @@ class DeviceLoop:
         ):
             return
         self.captured.clear()
+        self._warm.clear()
         self._bound = (arrays, values)
         X, T = (a if a.flags.c_contiguous else self.xp.ascontiguousarray(a) for a in (X, T))
         steps = sum(count for _, count in plan)
@@ -300,16 +303,16 @@ class DeviceLoop:
         self.step.fill(0)
         self.epoch_steps, self.steps_done = steps, 0
 
-    def _claim_step(self) -> None:
-        """Count one more step of the epoch, refusing (on the host, before anything is launched)
-        the step that would read past the permutation and step-size buffers: on a GPU that read is
+    def _claim_step(self, k: int = 1) -> None:
+        """Count ``k`` more steps of the epoch, refusing (on the host, before anything is launched)
+        a step that would read past the permutation and step-size buffers: on a GPU that read is
         an illegal address, which poisons the CUDA context."""
-        if self.steps_done >= self.epoch_steps:
+        if self.steps_done + k > self.epoch_steps:
             raise RuntimeError(
-                f"the device loop would run step {self.steps_done + 1} of an epoch past the {self.epoch_steps} "
+                f"the device loop would run step {self.steps_done + k} of an epoch past the {self.epoch_steps} "
                 "steps of the epoch, reading past its permutation and step-size buffers; rewind() first"
             )
-        self.steps_done += 1
+        self.steps_done += k
 
     def _record_step(self, rows: int) -> None:
         """Batch number step[0], through the one train_step; nothing here reads the device."""
@@ -321,30 +324,41 @@ class DeviceLoop:
         self._claim_step()
         self._record_step(rows)
 
-    def _capture(self, rows: int) -> Any:
+    def _capture(self, rows: int, k: int) -> Any:
+        """The graph of ``k`` consecutive steps of ``rows`` rows (captured now if it is not yet), or
+        None when capture failed (then graphs are off for this loop, with a warning)."""
+        graph = self.captured.get((rows, k))
+        if graph is not None:
+            return graph
         try:
-            graph = capture(self.xp, self.stream, lambda: self._record_step(rows))
+            graph = capture(self.xp, self.stream, lambda: [self._record_step(rows) for _ in range(k)])
         except GraphCaptureError as exc:
             warnings.warn(
                 f"CUDA graph capture failed: {exc}. Training goes on without CUDA graphs.", RuntimeWarning, stacklevel=4
             )
             self.graphs = False
             return None
-        self.captured[rows] = graph
+        self.captured[(rows, k)] = graph
         return graph
 
     def _run(self, rows: int, count: int) -> None:
-        graph = self.captured.get(rows)
-        if graph is None and self.graphs:
+        """``count`` steps of ``rows`` rows: the first of a new shape eagerly (warm-up: kernels
+        compiled, cuBLAS handle made), then graphs of up to :attr:`steps_per_graph` steps each, so
+        that Python launches one graph per that many steps."""
+        if self.graphs and count and rows not in self._warm:
             self._enqueue_step(rows)  # warm-up, and a real step of the epoch
+            self._warm.add(rows)
             count -= 1
-            graph = self._capture(rows)
+        while count and self.graphs:
+            k = min(count, self.steps_per_graph)
+            graph = self._capture(rows, k)
+            if graph is None:
+                break
+            self._claim_step(k)
+            graph.launch(stream=self.stream)
+            count -= k
         for _ in range(count):
-            if graph is not None:
-                self._claim_step()
-                graph.launch(stream=self.stream)
-            else:
-                self._enqueue_step(rows)
+            self._enqueue_step(rows)
 
     # ----- an epoch -------------------------------------------------------------------------------
     def run_epoch(self, X: Any, T: Any) -> float:

@@ -106,7 +106,7 @@ def test_graphs_are_captured_on_the_gpu_with_clipping_and_a_remainder_batch():
     with warnings.catch_warnings():
         warnings.simplefilter("error", RuntimeWarning)
         losses = [loop.run_epoch(Xd, Td) for _ in range(3)]
-    assert sorted(loop.captured) == [4, 32] and loop.graphs
+    assert sorted({rows for rows, _ in loop.captured}) == [4, 32] and loop.graphs
     assert all(np.isfinite(losses))
 
 
