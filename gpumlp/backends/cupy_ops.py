@@ -67,6 +67,7 @@ class CupyOps(InplaceOps):
     _MAX_GRID = 65535  # most blocks of a grid-stride launch
     _CLIP_BLOCKS = 128  # blocks per gradient in the norm's first pass
     _FUSED_LOSS_MAX = 1 << 16  # most output elements for the one-block delta + loss kernel
+    _LOSS_BLOCKS = 128  # blocks of the first pass of the two-pass loss sum (larger outputs)
 
     def __init__(self, xp: Any, cublas_lib: Any = None) -> None:
         super().__init__(xp)
@@ -77,6 +78,7 @@ class CupyOps(InplaceOps):
         self._handles: dict[int, tuple[CublasHandle, Any]] = {}  # stream pointer -> (handle, its workspace)
         self.allow_tf32 = False  # float32 GEMMs in TF32 (set by matmul_precision)
         self._pending_loss: tuple[str, Any, Any, Any] | None = None  # (loss, Ŷ, T, total) of defer_loss_sum
+        self._loss_partials: dict[str, Any] = {}  # dtype -> first-pass partial sums of the two-pass loss
 
     # ----- cuBLAS ----------------------------------------------------------------------------
     def cublas_handle(self) -> CublasHandle:
@@ -286,7 +288,16 @@ class CupyOps(InplaceOps):
         T = self._contiguous(T, Y.dtype)
         if str(total.dtype) != "float64":
             raise TypeError(f"add_loss_sum adds into a float64 total, got {total.dtype}")
-        self._kernel(f"loss_total_{loss}", Y.dtype)((1,), (self._BLOCK,), (Y, T, self.xp.int64(Y.size), total))
+        n = self.xp.int64(Y.size)
+        if Y.size <= self._FUSED_LOSS_MAX:  # one block: latency-bound only beyond this
+            self._kernel(f"loss_total_{loss}", Y.dtype)((1,), (self._BLOCK,), (Y, T, n, total))
+            return
+        partial = self._loss_partials.get(str(Y.dtype))
+        if partial is None:  # allocated on the first (eager) call, at a fixed address after
+            partial = self._loss_partials[str(Y.dtype)] = self.xp.empty((self._LOSS_BLOCKS,), dtype=Y.dtype)
+        self._kernel(f"loss_partial_{loss}", Y.dtype)((self._LOSS_BLOCKS,), (self._BLOCK,), (Y, T, n, partial))
+        args = (partial, self.xp.int64(self._LOSS_BLOCKS), total)
+        self._kernel("add_partials", Y.dtype)((1,), (self._BLOCK,), args)
 
     def defer_loss_sum(self, loss: str, Y: Any, T: Any, total: Any) -> None:
         """:meth:`add_loss_sum`, made by the next :meth:`output_delta` on the same Ŷ and T (one

@@ -172,6 +172,14 @@ extern "C" __global__ void clip_factor(const T* partial, long long count, T max_
     }
 }
 
+/* Second pass of the multi-block loss sum: total[0] (float64) += Σ partial[0:count], one block. */
+extern "C" __global__ void add_partials(const T* partial, long long count, double* total) {
+    T s = 0;
+    for (long long i = threadIdx.x; i < count; i += blockDim.x) s += partial[i];
+    s = block_sum_256(s);
+    if (threadIdx.x == 0) total[0] = total[0] + (double)s;
+}
+
 /* x ← x · scale[0] */
 extern "C" __global__ void scale_by(T* x, const T* scale, long long n) {
     const T s = scale[0];
@@ -243,6 +251,18 @@ extern "C" __global__ void loss_total_{{LOSS}}(const T* ys, const T* ts, long lo
     }
     s = block_sum_256(s);
     if (threadIdx.x == 0) total[0] = total[0] + (double)({{FACTOR}} * s);
+}
+
+/* First pass of the multi-block loss sum, for large outputs: partial[blockIdx.x] = factor · Σ term over
+   this block's grid-stride share (launched with a fixed grid, so the order, and the bits, never change). */
+extern "C" __global__ void loss_partial_{{LOSS}}(const T* ys, const T* ts, long long n, T* partial) {
+    T s = 0;
+    GRID_STRIDE(i, n) {
+        const T y = ys[i], t = ts[i], yc = clip01(y);
+        s += {{TERM}};
+    }
+    s = block_sum_256(s);
+    if (threadIdx.x == 0) partial[blockIdx.x] = {{FACTOR}} * s;
 }
 //@end loss_total
 

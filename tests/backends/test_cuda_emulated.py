@@ -300,3 +300,19 @@ def test_launches_per_mnist_step_are_those_of_the_docs_table(emu, name, make, kw
 
     counts = launches_per_step(emu, [784, 256, 256, 10], 128, make(), **kw)
     assert counts == {"eager": expected, "graph": expected}  # the graph holds exactly the step's launches
+
+
+def test_a_large_output_takes_the_two_pass_loss_sum_and_agrees_with_numpy(emu):
+    """Batches of 70 x 1000 outputs (70,000 elements, above the one-block fused delta + loss): the
+    loss is summed by 128 blocks, then one; the epoch loss agrees with NumPy's, graphs with eager."""
+    rng = np.random.default_rng(4)
+    X, y = rng.normal(size=(140, 6)), rng.integers(0, 1000, 140)
+    kw = dict(epochs=2, batch_size=70, seed=1, optimizer="sgd", lr=0.1, momentum=0.5)
+    fits = {}
+    for name, backend, extra in (("numpy", "numpy", {}), ("eager", emu, {}), ("graph", emu, {"cuda_graph": True})):
+        model = gm.MLP([6, 9, 1000], dtype="float64", backend=backend, seed=2)
+        fits[name] = (model, model.fit(X, y, **kw, **extra))
+    np.testing.assert_allclose(fits["eager"][1]["loss"], fits["numpy"][1]["loss"], rtol=1e-12)
+    # the plain loop sums the loss in one block, the device loop in 128 + 1: same terms, other order
+    np.testing.assert_allclose(fits["graph"][1]["loss"], fits["eager"][1]["loss"], rtol=1e-13)
+    np.testing.assert_array_equal(flat(fits["graph"][0]), flat(fits["eager"][0]))

@@ -66,6 +66,7 @@ def _launched_kernels(dtype: str) -> tuple[set[str], list[str]]:
     for loss in LOSSES:
         ops.loss_sum(loss, a(6, 3), T)
         ops.add_loss_sum(loss, a(6, 3), T, np.zeros((), dtype=np.float64))
+        ops.add_loss_sum(loss, a(300, 300), a(300, 300), np.zeros((), dtype=np.float64))  # two-pass
         Y, total = a(6, 3), np.zeros((), dtype=np.float64)
         ops.defer_loss_sum(loss, Y, T, total)
         ops.output_delta("softmax" if loss == "cross_entropy" else "sigmoid", loss, Y, T, 0.5, out=a(6, 3))
@@ -105,6 +106,8 @@ def test_every_kernel_cupyops_launches_is_in_the_source(dtype):
         "clip_factor",
         "scale_by",
         "loss_total_mse",
+        "loss_partial_cross_entropy",
+        "add_partials",
         "delta_loss_softmax_cross_entropy",
         "delta_loss_sigmoid_binary_cross_entropy",
     } <= launched
