@@ -7,18 +7,24 @@ warp shuffles behave as on a GPU, and a divergent barrier aborts instead of hang
 :class:`EmulatedCupy` stands in for the few CuPy pieces that
 :class:`~gpumlp.backends.cupy_ops.CupyOps` and :mod:`gpumlp.training.cuda_graph` use, on NumPy arrays:
 
-- ``RawModule``: the compiled shim; a launch checks every argument's type against the
-  kernel's C signature (a Python float where CUDA wants ``float`` is an error, as it would be
-  a silent bug on a GPU) and that arrays are C-contiguous;
-- streams, stream capture and graphs: while a stream captures, kernel launches and
-  ``matmul(out=)`` are recorded, not run, and ``graph.launch()`` replays them with the recorded
-  arguments, so anything a step computes on the host is baked in exactly as in a CUDA graph;
-  any other array function called under capture raises (it would not be replayed);
+- ``RawModule``: the compiled shim, built at ``get_function`` (as CuPy compiles and loads then);
+  a launch checks every argument's type against the kernel's C signature (a Python float where
+  CUDA wants ``float`` is an error, as it would be a silent bug on a GPU) and that arrays are
+  C-contiguous; every pointer is bounds-checked (an access outside its array raises
+  :class:`EmulatedIllegalAddress`, as cudaErrorIllegalAddress would end the process's CUDA use);
+- streams, stream capture and graphs: while a stream captures, kernel launches and GEMMs of the
+  cuBLAS stand-in (``libcublas``, tests/emulated_cublas.py) are recorded, not run, and
+  ``graph.launch()`` replays them with the recorded arguments, so anything a step computes on the
+  host is baked in exactly as in a CUDA graph; any other array function called under capture
+  raises (it would not be replayed);
+- CuPy 14.2's capture rules, with its messages: ``matmul`` (cuBLAS through CuPy) refused, host
+  reads of a :class:`DeviceArray` (D2H), uploads (H2D), ``synchronize`` (invalidates the
+  capture), capture on the legacy stream; gpumlp's own: no first-use compile under capture;
 - ``cuda.MemoryHook``: allocation functions report to the active hooks;
 - ``_core._routines_linalg``: the compute-type switch behind TF32 (recorded, no effect).
 
-Everything else is NumPy. This checks the kernels' indexing, reductions and numerics and the
-graph bookkeeping; it cannot check CUDA itself (cuBLAS, real capture rules, timing).
+Everything else is NumPy. This checks the kernels' indexing, reductions and numerics, the GEMM
+argument mapping and the graph bookkeeping; it cannot check CUDA itself (timing, the driver).
 """
 
 from __future__ import annotations
