@@ -261,10 +261,14 @@ def test_a_step_that_a_graph_would_not_replay_falls_back(emu, monkeypatch):
 
 
 def test_allow_tf32_switches_float32_matmuls_only_while_training(emu):
-    linalg = emu.xp._core._routines_linalg
+    linalg, gemms = emu.xp._core._routines_linalg, emu.xp.libcublas.compute_types
     linalg.log.clear()
+    start = len(gemms)
     _fit(emu, dtype="float32", epochs=2, allow_tf32=True)
     assert linalg.log == [linalg.COMPUTE_TYPE_TF32, linalg.COMPUTE_TYPE_DEFAULT] * 2
+    assert set(gemms[start:]) == {77}  # every GEMM of the fit: CUBLAS_COMPUTE_32F_FAST_TF32
+    emu.ops.gemm(*(emu.xp.ones((2, 2), dtype=np.float32) for _ in range(3)))
+    assert gemms[-1] == 68  # after it: CUBLAS_COMPUTE_32F again
     assert linalg.get_compute_type(np.float32) == linalg.COMPUTE_TYPE_DEFAULT
     linalg.log.clear()
     _fit(emu, dtype="float32", epochs=2, cuda_graph=True)
