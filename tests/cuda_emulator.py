@@ -216,12 +216,16 @@ extern "C" const char* emu_violation() {
     emu::violated = 0;
     return m;
 }
+/* A pointer taken from a multi-tensor table (kernels.cu, TABLE_PTR): bounds-checked against the
+   tensor's size from the same table; the table's pointers themselves are checked on the host at launch. */
+#define TENSOR_PTR(V, address, n) emu::ptr<V>(reinterpret_cast<V*>(address), 0, (n), -2)
 inline float __int_as_float(int i) { float f; std::memcpy(&f, &i, sizeof f); return f; }
 inline double __longlong_as_double(long long i) { double d; std::memcpy(&d, &i, sizeof d); return d; }
 """
 
 _SIGNATURE = re.compile(r'extern "C" __global__ void (\w+)\(([^)]*)\)')
 _C_SCALARS = {
+    "unsigned long long": (ctypes.c_ulonglong, np.uint64),
     "long long": (ctypes.c_longlong, np.int64),
     "int": (ctypes.c_int, np.int32),
     "double": (ctypes.c_double, np.float64),
@@ -250,7 +254,7 @@ def _parse(source: str) -> dict[str, list[tuple[str, str]]]:
     return kernels
 
 
-_POINTER = re.compile(r"\b(const\s+)?(T|long long|int|double)\s*\*\s*(?=[A-Za-z_])")
+_POINTER = re.compile(r"\b(const\s+)?(T|unsigned long long|long long|int|double)\s*\*\s*(?=[A-Za-z_])")
 
 
 def _checked(source: str) -> str:
@@ -378,18 +382,40 @@ class _Kernel:
                 out.append(ctype(a))
         return out
 
+    def _check_table(self, args: tuple) -> None:
+        """A multi-tensor pointer table (a ``table`` and a ``count`` argument; kernels.cu, "Multi-tensor
+        apply"): count + 1 nondecreasing offsets from 0, then ``width`` pointers per tensor, each
+        inside one device allocation for the tensor's size (an illegal address otherwise)."""
+        names = [pname for _, pname in self.params]
+        if "table" not in names or "count" not in names:
+            return
+        table, count = np.asarray(args[names.index("table")]), int(args[names.index("count")])
+        offsets, pointers = table[: count + 1].astype(np.int64), table[count + 1 :]
+        if count < 1 or offsets[0] != 0 or np.any(np.diff(offsets) < 0) or pointers.size % count:
+            raise ValueError(f"{self.name}: malformed pointer table (count {count}, {table.size} entries)")
+        width = pointers.size // count
+        for k in range(count):
+            nbytes = int(offsets[k + 1] - offsets[k]) * self.dtype.itemsize
+            for q in range(width):
+                if self.emu.device_extent(int(pointers[k * width + q])) < nbytes:
+                    raise EmulatedIllegalAddress(
+                        f"{self.name}: pointer {q} of tensor {k} of the table does not address {nbytes} bytes of "
+                        "device memory; on a GPU this is cudaErrorIllegalAddress"
+                    )
+
     def __call__(self, grid: tuple, block: tuple, args: tuple, **kwargs: Any) -> None:
         grid, block = tuple(grid) + (1, 1), tuple(block) + (1, 1)
         if grid[1:3] != (1, 1) or block[2] != 1 or block[0] * block[1] > 1024:
             raise ValueError(f"{self.name}: unsupported launch grid={grid} block={block}")
         converted = self._convert(args)  # checked at launch time, as CuPy packs arguments then
+        self._check_table(args)
 
         def run() -> None:
             self.fn(ctypes.c_uint(grid[0]), ctypes.c_uint(block[0]), ctypes.c_uint(block[1]), *converted)
             msg = self.emu._violation()
             if msg:
                 kernel, param, index, extent = msg.decode().split()
-                pname = self.params[int(param)][1]
+                pname = self.params[int(param)][1] if int(param) >= 0 else "a tensor of the pointer table"
                 raise EmulatedIllegalAddress(
                     f"{kernel}: {pname}[{index}] is outside its {extent} elements; on a GPU this is "
                     "cudaErrorIllegalAddress (an illegal memory access was encountered), which poisons the "

@@ -18,6 +18,7 @@ from typing import Any
 from ..losses import CANONICAL_PAIRS
 from ._cublas import CublasHandle, load_library, recommended_workspace_bytes
 from ._cuda_source import CUDA_DERIVATIVE, CUDA_FORWARD, CUDA_LOSS, CUDA_SCALAR, cuda_source
+from ._multi_tensor import MultiTensorMixin
 from .inplace_ops import InplaceOps
 
 
@@ -50,14 +51,16 @@ class _MatmulPrecision:
             self._before = None
 
 
-class CupyOps(InplaceOps):
+class CupyOps(MultiTensorMixin, InplaceOps):
     """CuPy: fused CUDA kernels for the elementwise work of a step, cuBLAS GEMMs into ``out=``.
 
     Bias + activation, activation backward × delta, the output delta (softmax + cross-entropy
     collapses to (Ŷ − T)/B), the loss sum, the bias gradient and each optimizer update are one
-    kernel launch apiece (the gradient-norm clip is two plus one per gradient), and nothing in
-    a step waits for the device. Kernels are compiled on first use and cached per dtype; an
-    array the kernels cannot take (strided, other dtype) goes the InplaceOps way. The methods after
+    kernel launch apiece (the gradient-norm clip is two plus one per gradient); the multi-tensor
+    methods (:class:`~gpumlp.backends._multi_tensor.MultiTensorMixin`) update every parameter in
+    one launch, clip factor and bias update included. Nothing in a step waits for the device.
+    Kernels are compiled on first use and cached per dtype; an array the kernels cannot take
+    (strided, other dtype) goes the InplaceOps way. The methods after
     the Ops interface read the batch number and Adam's step size from device memory: that is
     what lets :mod:`gpumlp.cuda_graph` replay one captured step for a whole epoch.
     """
@@ -73,7 +76,7 @@ class CupyOps(InplaceOps):
         super().__init__(xp)
         self._modules: dict[str, Any] = {}
         self._kernels: dict[tuple[str, str], Any] = {}
-        self._clip_buffers: dict[tuple[str, int], tuple[Any, Any]] = {}
+        self._clip_buffers: dict[tuple[str, Any], tuple[Any, Any]] = {}
         self._cublas_lib = cublas_lib  # None: the libcublas CuPy loaded, found on first use
         self._handles: dict[int, tuple[CublasHandle, Any]] = {}  # stream pointer -> (handle, its workspace)
         self.allow_tf32 = False  # float32 GEMMs in TF32 (set by matmul_precision)
@@ -257,14 +260,7 @@ class CupyOps(InplaceOps):
         if not all(self._fits(g) and g.dtype == grads[0].dtype for g in grads):
             return super().clip_global_norm(grads, max_norm)
         dtype, i64, blocks = grads[0].dtype, self.xp.int64, self._CLIP_BLOCKS
-        key = (str(dtype), len(grads))
-        if key not in self._clip_buffers:  # allocated on the first call, reused (fixed addresses) after;
-            # shared by every model of this dtype and depth: steps must not run concurrently from two threads
-            self._clip_buffers[key] = (
-                self.xp.empty((len(grads) * blocks,), dtype=dtype),
-                self.xp.empty((1,), dtype=dtype),
-            )
-        partial, factor = self._clip_buffers[key]
+        partial, factor = self._clip_partials(dtype, len(grads))
         sq_partial = self._kernel("sq_partial", dtype)
         for j, g in enumerate(grads):
             sq_partial((blocks,), (self._BLOCK,), (g, i64(g.size), partial[j * blocks : (j + 1) * blocks]))
@@ -273,6 +269,18 @@ class CupyOps(InplaceOps):
         for g in grads:
             self._elementwise("scale_by", dtype, g.size, g, factor, i64(g.size))
         return grads
+
+    def _clip_partials(self, dtype: Any, count: int) -> tuple[Any, Any]:
+        """The norm's partial sums and the factor, allocated on the first call and reused (fixed
+        addresses) after; shared by every model of this dtype and depth: steps must not run
+        concurrently from two threads."""
+        key = (str(dtype), count)
+        if key not in self._clip_buffers:
+            self._clip_buffers[key] = (
+                self.xp.empty((count * self._CLIP_BLOCKS,), dtype=dtype),
+                self.xp.empty((1,), dtype=dtype),
+            )
+        return self._clip_buffers[key]
 
     # ----- device-resident counterparts, for captured steps (CUDA graphs) ------------------
     def _loss(self, loss: str, Y: Any, T: Any, out: Any, accumulate: bool) -> None:

@@ -186,6 +186,110 @@ extern "C" __global__ void scale_by(T* x, const T* scale, long long n) {
     GRID_STRIDE(i, n) x[i] = x[i] * s;
 }
 
+/* Column sums of D added to a parameter: b[c] ← b[c] + alpha · Σ_r D[r, c], in col_sum's order and
+   with axpy's arithmetic (so it equals col_sum then axpy bit for bit): the bias gradient and the
+   plain-SGD bias update of a layer in one launch. Block (32, 8). */
+extern "C" __global__ void col_sum_axpy(const T* d, T* b, T alpha, long long rows, long long cols) {
+    __shared__ T part[8][33];
+    const long long c = (long long)blockIdx.x * 32 + threadIdx.x;
+    T s = 0;
+    if (c < cols)
+        for (long long r = threadIdx.y; r < rows; r += 8) s += d[r * cols + c];
+    part[threadIdx.y][threadIdx.x] = s;
+    __syncthreads();
+    if (threadIdx.y == 0 && c < cols) {
+        T acc = part[0][threadIdx.x];
+        for (int k = 1; k < 8; ++k) acc += part[k][threadIdx.x];
+        b[c] = b[c] + alpha * acc;
+    }
+}
+
+/* Multi-tensor apply. A pointer table (uint64, built on the host once per binding, before capture)
+   holds count + 1 prefix sums of the tensors' sizes, then per tensor its `width` pointers (parameter,
+   gradient, state...). A launch covers the concatenation of all tensors: element i belongs to the
+   tensor k with offsets[k] <= i < offsets[k + 1] (binary search), at index i - offsets[k] there. */
+__device__ __forceinline__ int tensor_of(const unsigned long long* table, int count, long long i) {
+    int lo = 0, hi = count - 1;
+    while (lo < hi) {
+        const int mid = (lo + hi + 1) >> 1;
+        if ((long long)table[mid] <= i) lo = mid; else hi = mid - 1;
+    }
+    return lo;
+}
+/* Pointer q of tensor k of the table, as a device pointer to its n elements. */
+#define TABLE_PTR(V, table, count, width, k, q, n) TENSOR_PTR(V, (table)[(count) + 1 + (k) * (width) + (q)], n)
+#ifndef TENSOR_PTR
+#define TENSOR_PTR(V, address, n) reinterpret_cast<V*>(address)
+#endif
+#define MULTI_TENSOR(table, count, ...) \
+    GRID_STRIDE(i, (long long)(table)[count]) { \
+        const int k = tensor_of(table, count, i); \
+        const long long lo = (long long)(table)[k], n = (long long)(table)[k + 1] - lo, j = i - lo; \
+        __VA_ARGS__ \
+    }
+
+/* The gradient of element j, times scale[0] when `scaled` (the global-norm clip factor): g·s is
+   what scale_by stored before, so the update sees the same bits. */
+#define SCALED_GRAD(g, j) (scaled ? (g)[j] * scale[0] : (g)[j])
+
+/* sgd for every tensor of a (p, g) table; scaled: g·scale[0] (the clip). */
+extern "C" __global__ void multi_sgd(const unsigned long long* table, int count, T lr, const T* scale, int scaled) {
+    MULTI_TENSOR(table, count, {
+        T* p = TABLE_PTR(T, table, count, 2, k, 0, n);
+        const T* g = TABLE_PTR(T, table, count, 2, k, 1, n);
+        p[j] = p[j] + (-lr) * SCALED_GRAD(g, j);
+    })
+}
+
+/* sgd_momentum for every tensor of a (p, g, v) table. */
+extern "C" __global__ void multi_sgd_momentum(const unsigned long long* table, int count, T lr, T mu, int nesterov,
+                                              const T* scale, int scaled) {
+    MULTI_TENSOR(table, count, {
+        T* p = TABLE_PTR(T, table, count, 3, k, 0, n);
+        const T* g = TABLE_PTR(T, table, count, 3, k, 1, n);
+        T* v = TABLE_PTR(T, table, count, 3, k, 2, n);
+        const T step = SCALED_GRAD(g, j) * (-lr);
+        const T vn = v[j] * mu + step;
+        v[j] = vn;
+        p[j] = p[j] + (nesterov ? step + mu * vn : vn);
+    })
+}
+
+/* adam_scheduled for every tensor of a (p, g, m, v) table: η_t = lr_schedule[step[0]]. */
+extern "C" __global__ void multi_adam(const unsigned long long* table, int count, const T* lr_schedule,
+                                      const int* step, T b1, T omb1, T b2, T omb2, T eps, const T* scale,
+                                      int scaled) {
+    const T lr = lr_schedule[step[0]];
+    MULTI_TENSOR(table, count, {
+        T* p = TABLE_PTR(T, table, count, 4, k, 0, n);
+        const T* g = TABLE_PTR(T, table, count, 4, k, 1, n);
+        T* m = TABLE_PTR(T, table, count, 4, k, 2, n);
+        T* v = TABLE_PTR(T, table, count, 4, k, 3, n);
+        const T gi = SCALED_GRAD(g, j);
+        const T mi = m[j] * b1 + omb1 * gi;
+        const T vi = v[j] * b2 + (gi * gi) * omb2;
+        m[j] = mi;
+        v[j] = vi;
+        p[j] = p[j] + (mi / (sqrt(vi) + eps)) * (-lr);
+    })
+}
+
+/* sq_partial of every tensor of a (g) table in one launch of count · blocks blocks: block b works
+   for tensor b / blocks as block b % blocks of a grid of `blocks` (the partials, and their bits, of
+   one sq_partial launch per tensor), into partial[b]. */
+extern "C" __global__ void multi_sq_partial(const unsigned long long* table, int count, int blocks, T* partial) {
+    const int k = blockIdx.x / blocks, b = blockIdx.x % blocks;
+    const long long n = (long long)table[k + 1] - (long long)table[k];
+    const T* g = TABLE_PTR(T, table, count, 1, k, 0, n);
+    T s = 0;
+    for (long long i = (long long)b * blockDim.x + threadIdx.x; i < n; i += (long long)blockDim.x * blocks) {
+        const T x = g[i];
+        s += x * x;
+    }
+    s = block_sum_256(s);
+    if (threadIdx.x == 0) partial[blockIdx.x] = s;
+}
+
 /* step[0] += 1: the batch counter of a captured epoch. */
 extern "C" __global__ void advance(int* step) { step[0] += 1; }
 //@end common

@@ -26,7 +26,7 @@ caches) before that shape is captured.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -34,76 +34,10 @@ import numpy as np
 from ..backends.cupy_ops import CupyOps
 from ..optimizers import SGD, Adam, Optimizer
 from ..validation import check_bool
-from .step import train_step
+from .capture import GraphCaptureError, capture, capture_unsupported
+from .step import StepConfig, train_step
 
 CUDA_GRAPH_CHOICES = (False, True, "auto")
-
-
-class GraphCaptureError(RuntimeError):
-    """A train step could not be captured as a CUDA graph; the message says why."""
-
-
-def capture_unsupported(xp: Any) -> str | None:
-    """Why stream capture is unavailable with the array module ``xp``; None when it is available."""
-    cuda = getattr(xp, "cuda", None)
-    if cuda is None or not hasattr(getattr(cuda, "Stream", None), "begin_capture"):
-        return f"this CuPy ({getattr(xp, '__version__', 'unknown version')}) has no stream capture"
-    if getattr(getattr(cuda, "runtime", None), "is_hip", False):
-        return "stream capture is not supported on ROCm/HIP"
-    return None
-
-
-def _allocation_counter(xp: Any) -> Any:
-    """A CuPy memory hook that counts pool allocations while it is active."""
-
-    class AllocationCounter(xp.cuda.MemoryHook):
-        name = "gpumlp_capture_allocations"
-
-        def __init__(self) -> None:
-            super().__init__()
-            self.allocations = 0
-
-        def malloc_preprocess(self, **kwargs: Any) -> None:
-            self.allocations += 1
-
-    return AllocationCounter()
-
-
-def _end_capture_quietly(stream: Any) -> None:
-    try:
-        stream.end_capture()
-    except Exception:  # the capture is already invalid; all we need is the stream out of capture mode
-        pass
-
-
-def capture(xp: Any, stream: Any, enqueue: Callable[[], None]) -> Any:
-    """Record the work ``enqueue()`` puts on ``stream`` as a CUDA graph and return the graph.
-
-    Raises :class:`GraphCaptureError` when capture is unavailable, when ``enqueue`` fails under
-    capture (a host sync, an unsupported call), or when it allocated device memory. The stream
-    is out of capture mode afterwards in every case.
-    """
-    why = capture_unsupported(xp)
-    if why:
-        raise GraphCaptureError(why)
-    counter = _allocation_counter(xp)
-    with stream, counter:
-        try:
-            stream.begin_capture()
-        except Exception as exc:
-            raise GraphCaptureError(f"beginning the capture failed ({type(exc).__name__}: {exc})") from exc
-        try:
-            enqueue()
-        except Exception as exc:
-            _end_capture_quietly(stream)
-            raise GraphCaptureError(f"the step failed under capture ({type(exc).__name__}: {exc})") from exc
-        try:
-            graph = stream.end_capture()
-        except Exception as exc:
-            raise GraphCaptureError(f"ending the capture failed ({type(exc).__name__}: {exc})") from exc
-    if counter.allocations:
-        raise GraphCaptureError(f"the step allocated device memory {counter.allocations} time(s) while being captured")
-    return graph
 
 
 def epoch_plan(n: int, batch_size: int) -> list[tuple[int, int]]:
@@ -197,8 +131,12 @@ class ScheduledUpdate:
     ``prescale``, ``begin_step``, ``update``, ``apply_prescaled``), so the device loop takes the
     path the eager loop takes on this Ops (plain SGD inside the weight-gradient GEMM)."""
 
-    def __init__(self, optimizer: Optimizer, ops: CupyOps, lr_schedule: Any, step: Any) -> None:
+    def __init__(
+        self, optimizer: Optimizer, ops: CupyOps, lr_schedule: Any, step: Any, clip_norm: float | None = None
+    ) -> None:
         self.optimizer, self.ops, self.lr_schedule, self.step_counter = optimizer, ops, lr_schedule, step
+        self.clip_norm = clip_norm  # the global-norm clip, made here when config.clip_norm is left to us
+        self._tables: dict[tuple[int, ...], Any] = {}  # array addresses -> pointer table (lives with the binding)
 
     @property
     def prescale(self) -> float | None:
@@ -222,9 +160,33 @@ class ScheduledUpdate:
     def apply_prescaled(self, i: int, p: Any, g: Any, rows: slice | None = None) -> None:
         self.optimizer.apply_prescaled(i, p, g, rows)
 
+    def _table(self, *groups: list[Any]) -> Any:
+        """The multi-tensor pointer table of ``groups``, made on first use (an eager step: the
+        first step of every batch shape runs eagerly) and kept for the binding's graphs."""
+        key = tuple(CupyOps._address(a) for group in groups for a in group)
+        if key not in self._tables:
+            self._tables[key] = self.ops.tensor_table(*groups)
+        return self._tables[key]
+
     def step(self, params: list[Any], grads: list[Any]) -> None:
-        for i, (p, g) in enumerate(zip(params, grads)):
-            self.update(i, p, g)
+        """Clip (when :attr:`clip_norm`) and update every parameter: one multi-tensor launch for
+        the update and two for the clip factor, or tensor by tensor where the kernels cannot."""
+        opt, ops = self.optimizer, self.ops
+        state = [opt.state[name] for name in opt.state_names]
+        table = self._table(params, grads, *state)
+        grad_table = self._table(grads) if self.clip_norm is not None else None
+        if table is None or (self.clip_norm is not None and grad_table is None):
+            if self.clip_norm is not None:
+                grads = ops.clip_global_norm(grads, self.clip_norm)
+            for i, (p, g) in enumerate(zip(params, grads)):
+                self.update(i, p, g)
+            return
+        scale = None if grad_table is None else ops.multi_clip_factor(grad_table, grads, self.clip_norm)
+        if isinstance(opt, Adam):
+            args = (self.lr_schedule, self.step_counter, opt.beta1, opt.beta2, opt.eps)
+            ops.multi_adam_update_scheduled(table, grads, *args, scale=scale)
+        else:
+            ops.multi_sgd_update(table, grads, bool(state), opt.lr, opt.momentum, opt.nesterov, scale=scale)
 
 
 class DeviceLoop:
@@ -245,7 +207,6 @@ class DeviceLoop:
         self.xp = self.model.backend.xp
         self.graphs = graphs
         self.allow_tf32 = allow_tf32
-        self.config = trainer.config  # fused or not as the eager loop: the update is ScheduledUpdate's either way
         self.stream = self.xp.cuda.Stream(non_blocking=True)
         self.step = self.xp.zeros((1,), dtype=self.xp.int32)  # the batch number within the epoch
         self.total = self.ops.alloc((), self.xp.float64)  # Σ_n ℓ_n over the epoch so far, summed in float64
@@ -260,11 +221,22 @@ class DeviceLoop:
         self.epoch_steps = 0  # steps of the epoch the buffers (permutation, step sizes) are filled for
         self.steps_done = 0  # steps enqueued or replayed since step[0] was set to 0: the host's copy of step[0]
 
+    @property
+    def config(self) -> StepConfig:
+        """The trainer's step settings, except where the device loop does better: an update that
+        is not plain SGD folded into the GEMMs (momentum, Adam) or that is clipped runs after the
+        whole backward pass, as ONE multi-tensor launch of :class:`ScheduledUpdate`, which makes
+        the clip too (its factor goes into the update instead of a scale launch per gradient)."""
+        config = self.trainer.config
+        if config.fused and self.trainer.optimizer.prescale is not None:
+            return config
+        return replace(config, fused=False, clip_norm=None)
+
     # ----- what the graphs depend on ------------------------------------------------------
     def _bind(self, X: Any, T: Any, plan: list[tuple[int, int]]) -> None:
         """Point the loop at (X, T) and the current parameters; drop the graphs when anything a
         graph baked in (an array's address, a hyperparameter) has changed since capture."""
-        tr, model, opt, config = self.trainer, self.model, self.trainer.optimizer, self.config
+        tr, model, opt, config = self.trainer, self.model, self.trainer.optimizer, self.trainer.config
         workspaces = [model.workspace(rows) for rows, _ in plan]  # allocated here, never under capture
         arrays = [X, T, *model.params, *(a for state in opt.state.values() for a in state)]
         for ws in workspaces:
@@ -295,7 +267,7 @@ class DeviceLoop:
         perm = self.xp.zeros((X.shape[0],), dtype=self.xp.int64)
         self.batches = DeviceBatches(self.ops, X, T, perm, self.step, tr.batch_size, T.dtype)
         self.lr_schedule = self.ops.alloc((steps,), model.xp_dtype)
-        self.update = ScheduledUpdate(opt, self.ops, self.lr_schedule, self.step)
+        self.update = ScheduledUpdate(opt, self.ops, self.lr_schedule, self.step, config.clip_norm)
 
     # ----- one step, on whatever stream is current ----------------------------------------------
     def rewind(self, steps: int) -> None:

@@ -60,6 +60,12 @@ def backward_update(
                 if l2:
                     g = ops.add_scaled(g, l2, Wb)
                 update(iW, Wb, g, rows)
-        update(ib, b, ops.sum_rows(D[l], out=ws.bias_grads[l - 1]))
+        if c is None or not getattr(ops, "add_column_sums", _no)(b, D[l]):  # b_l ← b_l + 1ᵀD_l: one kernel
+            update(ib, b, ops.sum_rows(D[l], out=ws.bias_grads[l - 1]))
         if l > 1:
             D[l - 1] = ops.backprop_activation(model.activations[l - 2], Z[l - 1], D[l - 1], consume_z=True)
+
+
+def _no(*args: Any) -> bool:
+    """The answer of an Ops without ``add_column_sums`` (the prescaled bias update in one kernel)."""
+    return False
