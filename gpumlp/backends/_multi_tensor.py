@@ -60,8 +60,8 @@ class MultiTensorMixin:
         self._elementwise(name, dtype, total, table, self.xp.int32(len(grads)), *args, scale, flag)
 
     def _unit(self, dtype: Any) -> Any:
-        """A 1-element device array of ``dtype`` (the unused scale of an unclipped update)."""
-        key = ("unit", str(dtype))
+        """A 1-element device array of ``dtype`` (an unused scale or counter argument), made on first use."""
+        key = ("unit", str(np.dtype(dtype)))
         if key not in self._clip_buffers:
             self._clip_buffers[key] = (self.xp.ones((1,), dtype=dtype), None)
         return self._clip_buffers[key][0]
@@ -81,12 +81,12 @@ class MultiTensorMixin:
 
     def multi_adam_update_scheduled(
         self, table: Any, grads: list[Any], lr_schedule: Any, step: Any, beta1: float, beta2: float, eps: float,
-        scale: Any = None,
+        scale: Any = None, offset: int = 0,
     ) -> None:  # fmt: skip
         """:meth:`adam_update_scheduled` of every tensor of ``table`` (``tensor_table(params, grads, m, v)``)
-        in one launch; ``scale`` as in :meth:`multi_sgd_update`."""
+        in one launch, η_t = lr_schedule[step[0] + offset]; ``scale`` as in :meth:`multi_sgd_update`."""
         s = grads[0].dtype.type
-        args = (lr_schedule, step, s(beta1), s(1.0 - beta1), s(beta2), s(1.0 - beta2), s(eps))
+        args = (lr_schedule, step, self.xp.int32(offset), s(beta1), s(1.0 - beta1), s(beta2), s(1.0 - beta2), s(eps))
         self._multi("multi_adam", table, grads, *args, scale=scale)
 
     def multi_clip_factor(self, table: Any, grads: list[Any], max_norm: float) -> Any:

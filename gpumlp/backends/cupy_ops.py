@@ -80,7 +80,8 @@ class CupyOps(MultiTensorMixin, InplaceOps):
         self._cublas_lib = cublas_lib  # None: the libcublas CuPy loaded, found on first use
         self._handles: dict[int, tuple[CublasHandle, Any]] = {}  # stream pointer -> (handle, its workspace)
         self.allow_tf32 = False  # float32 GEMMs in TF32 (set by matmul_precision)
-        self._pending_loss: tuple[str, Any, Any, Any] | None = None  # (loss, Ŷ, T, total) of defer_loss_sum
+        self._pending_loss: tuple[str, Any, Any, Any, Any] | None = None  # (loss, Ŷ, T, total, counter)
+        self.advanced: Any = None  # the counter the last fused delta + loss kernel advanced (defer_loss_sum)
         self._loss_partials: dict[str, Any] = {}  # dtype -> first-pass partial sums of the two-pass loss
 
     # ----- cuBLAS ----------------------------------------------------------------------------
@@ -191,8 +192,10 @@ class CupyOps(MultiTensorMixin, InplaceOps):
         name = f"delta_{activation}_{loss}"
         rowwise = activation == "softmax" and (activation, loss) not in CANONICAL_PAIRS
         if pending is not None and not rowwise and pending[:3] == (loss, Y, T) and Y.size <= self._FUSED_LOSS_MAX:
-            self._kernel(f"delta_loss_{activation}_{loss}", Y.dtype)((1,), (self._BLOCK,), (out, Y, T, s, i64(Y.size),
-                                                                                             pending[3]))  # fmt: skip
+            counter = pending[4] if pending[4] is not None else self._unit(self.xp.int32)
+            args = (out, Y, T, s, i64(Y.size), pending[3], counter, self.xp.int32(pending[4] is not None))
+            self._kernel(f"delta_loss_{activation}_{loss}", Y.dtype)((1,), (self._BLOCK,), args)
+            self.advanced = pending[4]
             return out
         self._flush_loss(pending)
         if rowwise:
@@ -307,12 +310,14 @@ class CupyOps(MultiTensorMixin, InplaceOps):
         args = (partial, self.xp.int64(self._LOSS_BLOCKS), total)
         self._kernel("add_partials", Y.dtype)((1,), (self._BLOCK,), args)
 
-    def defer_loss_sum(self, loss: str, Y: Any, T: Any, total: Any) -> None:
+    def defer_loss_sum(self, loss: str, Y: Any, T: Any, total: Any, counter: Any = None) -> None:
         """:meth:`add_loss_sum`, made by the next :meth:`output_delta` on the same Ŷ and T (one
-        kernel for both, one pass over Ŷ), or at :meth:`flush_loss_sum` if that does not come."""
+        kernel for both, one pass over Ŷ), or at :meth:`flush_loss_sum` if that does not come.
+        That kernel also adds 1 to the int32 device ``counter`` (the device loop's batch number)
+        when one is given, and then sets :attr:`advanced` to it (else it stays as it was)."""
         self._flush_loss(self._pending_loss)
         if loss in CUDA_LOSS and self._fits(Y, T) and Y.ndim == 2:
-            self._pending_loss = (loss, Y, T, total)
+            self._pending_loss = (loss, Y, T, total, counter)
         else:
             self.add_loss_sum(loss, Y, T, total)
 
@@ -321,9 +326,9 @@ class CupyOps(MultiTensorMixin, InplaceOps):
         pending, self._pending_loss = self._pending_loss, None
         self._flush_loss(pending)
 
-    def _flush_loss(self, pending: tuple[str, Any, Any, Any] | None) -> None:
+    def _flush_loss(self, pending: tuple[str, Any, Any, Any, Any] | None) -> None:
         if pending is not None:
-            self.add_loss_sum(*pending)
+            self.add_loss_sum(*pending[:4])
 
     def gather_batch(self, X: Any, T: Any, perm: Any, step: Any, batch_size: int, X_out: Any, T_out: Any) -> None:
         """Rows perm[step[0]·batch_size + r] of X and T into X_out and T_out.
@@ -362,8 +367,9 @@ class CupyOps(MultiTensorMixin, InplaceOps):
         beta1: float,
         beta2: float,
         eps: float,
+        offset: int = 0,
     ) -> None:
-        """:meth:`adam_update` with η_t = lr_schedule[step[0]], both read on the device."""
+        """:meth:`adam_update` with η_t = lr_schedule[step[0] + offset], both read on the device."""
         s = p.dtype.type
         self._elementwise(
             "adam_scheduled",
@@ -375,6 +381,7 @@ class CupyOps(MultiTensorMixin, InplaceOps):
             v,
             lr_schedule,
             step,
+            self.xp.int32(offset),
             s(beta1),
             s(1.0 - beta1),
             s(beta2),

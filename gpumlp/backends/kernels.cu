@@ -122,10 +122,11 @@ extern "C" __global__ void adam(T* p, const T* g, T* m, T* v, T lr, T b1, T omb1
     GRID_STRIDE(i, n) adam_one(p, g, m, v, lr, b1, omb1, b2, omb2, eps, i);
 }
 
-/* Adam with η_t read from lr_schedule[step]: the step size lives on the device (CUDA graphs). */
+/* Adam with η_t read from lr_schedule[step[0] + offset]: the step size lives on the device (CUDA graphs);
+   offset -1 where the step's counter was advanced already (by delta_loss). */
 extern "C" __global__ void adam_scheduled(T* p, const T* g, T* m, T* v, const T* lr_schedule, const int* step,
-                                          T b1, T omb1, T b2, T omb2, T eps, long long n) {
-    const T lr = lr_schedule[step[0]];
+                                          int offset, T b1, T omb1, T b2, T omb2, T eps, long long n) {
+    const T lr = lr_schedule[step[0] + offset];
     GRID_STRIDE(i, n) adam_one(p, g, m, v, lr, b1, omb1, b2, omb2, eps, i);
 }
 
@@ -255,11 +256,11 @@ extern "C" __global__ void multi_sgd_momentum(const unsigned long long* table, i
     })
 }
 
-/* adam_scheduled for every tensor of a (p, g, m, v) table: η_t = lr_schedule[step[0]]. */
+/* adam_scheduled for every tensor of a (p, g, m, v) table: η_t = lr_schedule[step[0] + offset]. */
 extern "C" __global__ void multi_adam(const unsigned long long* table, int count, const T* lr_schedule,
-                                      const int* step, T b1, T omb1, T b2, T omb2, T eps, const T* scale,
-                                      int scaled) {
-    const T lr = lr_schedule[step[0]];
+                                      const int* step, int offset, T b1, T omb1, T b2, T omb2, T eps,
+                                      const T* scale, int scaled) {
+    const T lr = lr_schedule[step[0] + offset];
     MULTI_TENSOR(table, count, {
         T* p = TABLE_PTR(T, table, count, 4, k, 0, n);
         const T* g = TABLE_PTR(T, table, count, 4, k, 1, n);
@@ -330,10 +331,10 @@ extern "C" __global__ void loss_{{LOSS}}(const T* ys, const T* ts, long long n, 
 
 //@begin delta_loss
 /* The output delta of delta_{{ACT}}_{{LOSS}} and the batch's loss sum in one pass: total[0] (float64, the
-   epoch's sum) += factor · Σ term(Ŷ, T). One block of 256 threads, the loss summed in the order of
+   epoch's sum) += factor · Σ term(Ŷ, T), and (bump) counter[0] += 1. One block of 256 threads, the loss summed in the order of
    loss_{{LOSS}} (so both give the same bits); for outputs small enough that one block is not the bottleneck. */
 extern "C" __global__ void delta_loss_{{ACT}}_{{LOSS}}(T* d, const T* ys, const T* ts, T scale, long long n,
-                                                     double* total) {
+                                                     double* total, int* counter, int bump) {
     T s = 0;
     for (long long i = threadIdx.x; i < n; i += blockDim.x) {
         const T y = ys[i], t = ts[i], yc = clip01(y);
@@ -341,7 +342,10 @@ extern "C" __global__ void delta_loss_{{ACT}}_{{LOSS}}(T* d, const T* ys, const 
         d[i] = {{DELTA}};
     }
     s = block_sum_256(s);
-    if (threadIdx.x == 0) total[0] = total[0] + (double)({{FACTOR}} * s);
+    if (threadIdx.x == 0) {
+        total[0] = total[0] + (double)({{FACTOR}} * s);
+        if (bump) counter[0] += 1;  /* the device loop's batch counter: the step's gather has read it */
+    }
 }
 //@end delta_loss
 

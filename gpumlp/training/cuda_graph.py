@@ -104,22 +104,28 @@ class DeviceBatches:
         self.batch_size, self.dtype = batch_size, dtype
 
     def fill(self, ws: Any) -> None:
+        self.ops.advanced = None
         self.ops.gather_batch(self.X, self.T, self.perm, self.step, self.batch_size, ws.Z[0], ws.T)
 
     def advance(self) -> None:
+        """step[0] += 1: done already by the output delta + loss kernel where it ran (no launch of
+        its own: ``ops.advanced``), else by the ``advance`` kernel."""
         self.ops.flush_loss_sum()  # normally made already, with the output delta
-        self.ops.advance(self.step, self.dtype)
+        if self.ops.advanced is not self.step:
+            self.ops.advance(self.step, self.dtype)
+        self.ops.advanced = None
 
 
 class DeviceLossTotal:
     """The device loop's loss sum: each batch's Σ_n ℓ_n is added into the float64 ``total`` by the
-    output-delta kernel itself (CupyOps.defer_loss_sum; no kernel of its own, no temporary)."""
+    output-delta kernel itself (CupyOps.defer_loss_sum; no kernel of its own, no temporary), which
+    also advances the batch counter ``step`` (the gather has read it by then)."""
 
-    def __init__(self, ops: CupyOps, total: Any) -> None:
-        self.ops, self.total = ops, total
+    def __init__(self, ops: CupyOps, total: Any, step: Any) -> None:
+        self.ops, self.total, self.step = ops, total, step
 
     def add(self, loss: str, Y: Any, T: Any) -> None:
-        self.ops.defer_loss_sum(loss, Y, T, self.total)
+        self.ops.defer_loss_sum(loss, Y, T, self.total, self.step)
 
 
 class ScheduledUpdate:
@@ -151,11 +157,15 @@ class ScheduledUpdate:
             m, v = opt.state["m"][i], opt.state["v"][i]
             if rows is not None:
                 m, v = m[rows], v[rows]
-            self.ops.adam_update_scheduled(
-                p, g, m, v, self.lr_schedule, self.step_counter, opt.beta1, opt.beta2, opt.eps
-            )
+            args = (self.lr_schedule, self.step_counter, opt.beta1, opt.beta2, opt.eps, self._offset())
+            self.ops.adam_update_scheduled(p, g, m, v, *args)
         else:
             opt.update(i, p, g, rows)
+
+    def _offset(self) -> int:
+        """Where η_t of this step is in the schedule relative to step[0]: −1 once this step's
+        output delta + loss kernel has advanced step[0] (DeviceBatches.advance), else 0."""
+        return -1 if self.ops.advanced is self.step_counter else 0
 
     def apply_prescaled(self, i: int, p: Any, g: Any, rows: slice | None = None) -> None:
         self.optimizer.apply_prescaled(i, p, g, rows)
@@ -184,7 +194,7 @@ class ScheduledUpdate:
         scale = None if grad_table is None else ops.multi_clip_factor(grad_table, grads, self.clip_norm)
         if isinstance(opt, Adam):
             args = (self.lr_schedule, self.step_counter, opt.beta1, opt.beta2, opt.eps)
-            ops.multi_adam_update_scheduled(table, grads, *args, scale=scale)
+            ops.multi_adam_update_scheduled(table, grads, *args, scale=scale, offset=self._offset())
         else:
             ops.multi_sgd_update(table, grads, bool(state), opt.lr, opt.momentum, opt.nesterov, scale=scale)
 
@@ -210,7 +220,7 @@ class DeviceLoop:
         self.stream = self.xp.cuda.Stream(non_blocking=True)
         self.step = self.xp.zeros((1,), dtype=self.xp.int32)  # the batch number within the epoch
         self.total = self.ops.alloc((), self.xp.float64)  # Σ_n ℓ_n over the epoch so far, summed in float64
-        self.losses = DeviceLossTotal(self.ops, self.total)
+        self.losses = DeviceLossTotal(self.ops, self.total, self.step)
         self.captured: dict[tuple[int, int], Any] = {}  # (batch rows, steps k) -> graph of k steps
         self.steps_per_graph = 32  # most steps one graph launch runs
         self._warm: set[int] = set()  # batch shapes that have run one eager step since the last _bind

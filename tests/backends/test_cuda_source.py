@@ -80,6 +80,12 @@ def _launched_kernels(dtype: str) -> tuple[set[str], list[str]]:
     ops.gather_batch(X, T, np.arange(6, dtype=np.int64), step, 3, a(3, 4), a(3, 3))
     ops.adam_update_scheduled(a(4, 3), a(4, 3), a(4, 3), a(4, 3), a(5), step, 0.9, 0.999, 1e-8)
     ops.advance(step, np.dtype(dtype))
+    ps, gs, ms, vs = ([a(4, 3), a(3)] for _ in range(4))
+    ops.multi_sgd_update(ops.tensor_table(ps, gs), gs, False, 0.1, 0.0, False)
+    ops.multi_sgd_update(ops.tensor_table(ps, gs, vs), gs, True, 0.1, 0.9, True)
+    factor = ops.multi_clip_factor(ops.tensor_table(gs), gs, 1.0)
+    ops.multi_adam_update_scheduled(ops.tensor_table(ps, gs, ms, vs), gs, a(5), step, 0.9, 0.999, 1e-8, factor, -1)
+    ops.add_column_sums(a(3), a(6, 3))
     return xp.log["kernels"], xp.log["sources"]
 
 
@@ -110,6 +116,11 @@ def test_every_kernel_cupyops_launches_is_in_the_source(dtype):
         "add_partials",
         "delta_loss_softmax_cross_entropy",
         "delta_loss_sigmoid_binary_cross_entropy",
+        "multi_sgd",
+        "multi_sgd_momentum",
+        "multi_adam",
+        "multi_sq_partial",
+        "col_sum_axpy",
     } <= launched
 
 

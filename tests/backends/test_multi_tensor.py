@@ -107,3 +107,35 @@ def test_arrays_the_kernels_cannot_take_get_no_table(emu):
     assert emu.ops.tensor_table(p, [a.astype(np.float64) for a in p]) is None  # mixed dtypes
     assert emu.ops.tensor_table(p, p[::-1]) is None  # sizes differ
     assert emu.ops.tensor_table([emu.xp.zeros((4, 4), dtype=np.float32)[:, :2]]) is None  # strided
+
+
+def test_the_output_delta_and_loss_kernel_advances_the_batch_counter_once(emu):
+    """Issue 16: the device loop's step[0] += 1 rides in the one-block delta + loss kernel (after the
+    step's gather has read it), so no launch of its own; without a counter nothing is advanced."""
+    xp, ops = emu.xp, emu.ops
+    Y, T = xp.asarray(np.full((4, 3), 1 / 3)), xp.asarray(np.eye(3)[[0, 1, 2, 0]])
+    total, step = xp.zeros((), dtype=np.float64), xp.asarray(np.array([5], dtype=np.int32))
+    before = xp.launches
+    ops.defer_loss_sum("cross_entropy", Y, T, total, step)
+    ops.output_delta("softmax", "cross_entropy", Y, T, 0.25, out=xp.empty((4, 3)))
+    assert xp.launches - before == 1 and ops.advanced is step
+    assert int(step[0]) == 6 and float(total) == pytest.approx(4 * np.log(3), rel=1e-14)
+    ops.defer_loss_sum("cross_entropy", Y, T, total)
+    ops.output_delta("softmax", "cross_entropy", Y, T, 0.25, out=xp.empty((4, 3)))
+    assert int(step[0]) == 6
+
+
+@pytest.mark.parametrize("classes", [3, 1000])  # 1000: 70 x 1000 outputs, beyond the fused kernel: an advance launch
+def test_adam_reads_its_step_size_at_the_right_counter_either_way(emu, classes):
+    import gpumlp as gm
+
+    rng = np.random.default_rng(7)
+    X, y = rng.normal(size=(140, 6)), rng.integers(0, classes, 140)
+    kw = dict(epochs=2, batch_size=70, seed=1, optimizer="adam", lr=0.01)
+    fits = {}
+    for name, backend, extra in (("numpy", "numpy", {}), ("eager", emu, {}), ("graph", emu, {"cuda_graph": True})):
+        model = gm.MLP([6, 9, classes], dtype="float64", backend=backend, seed=2)
+        model.fit(X, y, **kw, **extra)
+        fits[name] = np.concatenate([np.ravel(gm.to_numpy(p)) for p in model.params])
+    np.testing.assert_allclose(fits["eager"], fits["numpy"], rtol=1e-10, atol=1e-12)
+    np.testing.assert_array_equal(fits["graph"], fits["eager"])
