@@ -16,12 +16,16 @@ from typing import Any
 
 import numpy as np
 
+from ._cuda_source import CUDA_DERIVATIVE
+
 
 class MultiTensorMixin:
     """The multi-tensor methods of CupyOps; it provides ``xp``, ``_fits``, ``_elementwise``,
     ``_kernel``, ``_clip_partials``, ``_clip_buffers``, ``_BLOCK`` and ``_CLIP_BLOCKS``."""
 
     xp: Any
+    _bias_fold: tuple[Any, float] | None = None  # (b, alpha) for the next one-block delta + loss kernel
+    bias_folded = False  # whether that kernel made the bias update (output_delta_add_bias)
     _clip_buffers: dict[tuple[str, Any], tuple[Any, Any]]
     _BLOCK: int
     _CLIP_BLOCKS: int
@@ -110,3 +114,38 @@ class MultiTensorMixin:
         args = (D, b, b.dtype.type(alpha), self.xp.int64(rows), self.xp.int64(cols))
         self._kernel("col_sum_axpy", D.dtype)((-(-cols // 32),), (32, 8), args)
         return True
+
+    def backprop_add_bias(self, activation: str, Z: Any, D: Any, b: Any, alpha: float = 1.0) -> bool:
+        """D ← D ⊙ g'(A) from the layer output Z (:meth:`backprop_activation`), then b ← b + alpha·1ᵀD,
+        in one launch; False, having done nothing, where the kernels cannot take the arrays."""
+        if activation not in CUDA_DERIVATIVE or D.ndim != 2 or Z.shape != D.shape or b.shape != D.shape[1:]:
+            return False
+        if not self._fits(D, Z, b):
+            return False
+        if activation == "identity":  # g' = 1: D stays as it is (no multiply by 1, which flushes subnormals)
+            return self.add_column_sums(b, D, alpha)
+        rows, cols = D.shape
+        args = (D, Z, b, b.dtype.type(alpha), self.xp.int64(rows), self.xp.int64(cols))
+        self._kernel(f"backprop_bias_{activation}", D.dtype)((-(-cols // 32),), (32, 8), args)
+        return True
+
+    def output_delta_add_bias(
+        self, activation: str, loss: str, Y: Any, T: Any, scale: float, out: Any, b: Any, alpha: float = 1.0
+    ) -> tuple[Any, bool]:
+        """:meth:`output_delta`; where the one-block delta + loss kernel makes it (a loss sum deferred by
+        ``defer_loss_sum``), that kernel also adds alpha·1ᵀD to ``b``. Returns (D, whether it did)."""
+        fits = Y.ndim == 2 and b.shape == Y.shape[1:] and self._fits(b) and b.dtype == Y.dtype
+        self._bias_fold, self.bias_folded = ((b, alpha) if fits else None), False
+        try:
+            out = self.output_delta(activation, loss, Y, T, scale, out)
+        finally:
+            self._bias_fold = None
+        folded, self.bias_folded = self.bias_folded, False
+        return out, folded
+
+    def _bias_args(self, Y: Any) -> tuple[Any, ...]:
+        """The bias arguments of the delta + loss kernel for the (rows, cols) output Y."""
+        b, alpha = self._bias_fold if self._bias_fold is not None else (self._unit(Y.dtype), 0.0)
+        rows, cols = Y.shape
+        flag = self.xp.int32(self._bias_fold is not None)
+        return (b, Y.dtype.type(alpha), self.xp.int64(rows), self.xp.int64(cols), flag)

@@ -194,8 +194,8 @@ class CupyOps(MultiTensorMixin, InplaceOps):
         if pending is not None and not rowwise and pending[:3] == (loss, Y, T) and Y.size <= self._FUSED_LOSS_MAX:
             counter = pending[4] if pending[4] is not None else self._unit(self.xp.int32)
             args = (out, Y, T, s, i64(Y.size), pending[3], counter, self.xp.int32(pending[4] is not None))
-            self._kernel(f"delta_loss_{activation}_{loss}", Y.dtype)((1,), (self._BLOCK,), args)
-            self.advanced = pending[4]
+            self._kernel(f"delta_loss_{activation}_{loss}", Y.dtype)((1,), (self._BLOCK,), args + self._bias_args(Y))
+            self.advanced, self.bias_folded = pending[4], self._bias_fold is not None
             return out
         self._flush_loss(pending)
         if rowwise:
@@ -242,22 +242,8 @@ class CupyOps(MultiTensorMixin, InplaceOps):
         if not self._fits(p, g, m, v):
             return super().adam_update(p, g, m, v, lr_t, beta1, beta2, eps)
         s = p.dtype.type
-        self._elementwise(
-            "adam",
-            p.dtype,
-            p.size,
-            p,
-            g,
-            m,
-            v,
-            s(lr_t),
-            s(beta1),
-            s(1.0 - beta1),
-            s(beta2),
-            s(1.0 - beta2),
-            s(eps),
-            self.xp.int64(p.size),
-        )
+        betas = (s(beta1), s(1.0 - beta1), s(beta2), s(1.0 - beta2))
+        self._elementwise("adam", p.dtype, p.size, p, g, m, v, s(lr_t), *betas, s(eps), self.xp.int64(p.size))
 
     def clip_global_norm(self, grads: list[Any], max_norm: float) -> list[Any]:
         if not all(self._fits(g) and g.dtype == grads[0].dtype for g in grads):

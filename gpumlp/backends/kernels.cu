@@ -307,6 +307,27 @@ extern "C" __global__ void bias_act_{{ACT}}(T* z, const T* b, long long n, long 
         GRID_STRIDE(i, n) z[i] = act_{{ACT}}(z[i] + b[i % cols]);
     }
 }
+/* D ← D ⊙ g'(A) (backprop_{{ACT}}), then b[c] ← b[c] + alpha · Σ_r D[r, c] (col_sum_axpy): the activation
+   backward and the layer's bias gradient + plain-SGD bias update in one launch, the same bits. Block (32, 8). */
+extern "C" __global__ void backprop_bias_{{ACT}}(T* d, const T* z, T* b, T alpha, long long rows, long long cols) {
+    __shared__ T part[8][33];
+    const long long c = (long long)blockIdx.x * 32 + threadIdx.x;
+    T s = 0;
+    if (c < cols)
+        for (long long r = threadIdx.y; r < rows; r += 8) {
+            const long long i = r * cols + c;
+            const T v = d[i] * dact_{{ACT}}(z[i]);
+            d[i] = v;
+            s += v;
+        }
+    part[threadIdx.y][threadIdx.x] = s;
+    __syncthreads();
+    if (threadIdx.y == 0 && c < cols) {
+        T acc = part[0][threadIdx.x];
+        for (int k = 1; k < 8; ++k) acc += part[k][threadIdx.x];
+        b[c] = b[c] + alpha * acc;
+    }
+}
 /* D ← D ⊙ g'(A), from the layer output Z. */
 extern "C" __global__ void backprop_{{ACT}}(T* d, const T* z, long long n) {
     GRID_STRIDE(i, n) d[i] = d[i] * dact_{{ACT}}(z[i]);
@@ -331,10 +352,12 @@ extern "C" __global__ void loss_{{LOSS}}(const T* ys, const T* ts, long long n, 
 
 //@begin delta_loss
 /* The output delta of delta_{{ACT}}_{{LOSS}} and the batch's loss sum in one pass: total[0] (float64, the
-   epoch's sum) += factor · Σ term(Ŷ, T), and (bump) counter[0] += 1. One block of 256 threads, the loss summed in the order of
+   epoch's sum) += factor · Σ term(Ŷ, T), (bump) counter[0] += 1, and (with_bias) the layer's bias
+   gradient + plain-SGD update bias += alpha · 1ᵀD (D is rows x cols). One block of 256 threads, the loss summed in the order of
    loss_{{LOSS}} (so both give the same bits); for outputs small enough that one block is not the bottleneck. */
 extern "C" __global__ void delta_loss_{{ACT}}_{{LOSS}}(T* d, const T* ys, const T* ts, T scale, long long n,
-                                                     double* total, int* counter, int bump) {
+                                                     double* total, int* counter, int bump, T* bias, T alpha,
+                                                     long long rows, long long cols, int with_bias) {
     T s = 0;
     for (long long i = threadIdx.x; i < n; i += blockDim.x) {
         const T y = ys[i], t = ts[i], yc = clip01(y);
@@ -345,6 +368,18 @@ extern "C" __global__ void delta_loss_{{ACT}}_{{LOSS}}(T* d, const T* ys, const 
     if (threadIdx.x == 0) {
         total[0] = total[0] + (double)({{FACTOR}} * s);
         if (bump) counter[0] += 1;  /* the device loop's batch counter: the step's gather has read it */
+    }
+    if (with_bias) {  /* bias[c] += alpha · Σ_r D[r, c], summed in col_sum's order (8 strided partials) */
+        __syncthreads();
+        for (long long c = threadIdx.x; c < cols; c += blockDim.x) {
+            T acc = 0;
+            for (int k = 0; k < 8; ++k) {
+                T part = 0;
+                for (long long r = k; r < rows; r += 8) part += d[r * cols + c];
+                acc = k == 0 ? part : acc + part;
+            }
+            bias[c] = bias[c] + alpha * acc;
+        }
     }
 }
 //@end delta_loss

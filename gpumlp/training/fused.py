@@ -33,7 +33,9 @@ def backward_update(
     use of it, the activation backward. When the update is p ← p + c·∇E (plain SGD, c = −η;
     :attr:`Optimizer.prescale`), c rides along in the deltas (they are linear in D_L), and
     W_l ← (1 + cλ)W_l + Z_{l-1}ᵀ D_l is one GEMM where the Ops has a GEMM with β
-    (Ops.gemm_update), else each block is added as it comes.
+    (Ops.gemm_update), else each block is added as it comes; b_l ← b_l + 1ᵀD_l is then made by
+    the kernel that makes D_l where the Ops offers that (CupyOps: ``output_delta_add_bias``,
+    ``backprop_add_bias``), else by ``add_column_sums`` in one kernel, else as an update.
     """
     Z, D, ops, layers = ws.Z, ws.D, model.ops, model.layers
     if ws.bias_grads is None:
@@ -46,7 +48,14 @@ def backward_update(
     if c is not None:
         scale, l2 = scale * c, l2 * c
     optimizer.begin_step()
-    D[L] = ops.output_delta(model.output_activation, loss, Z[L], T, scale, out=D[L])
+    # b_l ← b_l + 1ᵀD_l made by the kernel that makes D_l, where the Ops can (prescaled updates only)
+    fold = c is not None and hasattr(ops, "backprop_add_bias")
+    if fold:
+        D[L], bias_done = ops.output_delta_add_bias(
+            model.output_activation, loss, Z[L], T, scale, D[L], by_layer[L - 1][1][1]
+        )
+    else:
+        D[L], bias_done = ops.output_delta(model.output_activation, loss, Z[L], T, scale, out=D[L]), False
     for l in range(L, 0, -1):
         (iW, W), (ib, b) = by_layer[l - 1]
         if l > 1:
@@ -60,10 +69,14 @@ def backward_update(
                 if l2:
                     g = ops.add_scaled(g, l2, Wb)
                 update(iW, Wb, g, rows)
-        if c is None or not getattr(ops, "add_column_sums", _no)(b, D[l]):  # b_l ← b_l + 1ᵀD_l: one kernel
+        if not bias_done and (c is None or not getattr(ops, "add_column_sums", _no)(b, D[l])):
             update(ib, b, ops.sum_rows(D[l], out=ws.bias_grads[l - 1]))
+        bias_done = False
         if l > 1:
-            D[l - 1] = ops.backprop_activation(model.activations[l - 2], Z[l - 1], D[l - 1], consume_z=True)
+            act, b_below = model.activations[l - 2], by_layer[l - 2][1][1]
+            bias_done = fold and ops.backprop_add_bias(act, Z[l - 1], D[l - 1], b_below)
+            if not bias_done:
+                D[l - 1] = ops.backprop_activation(act, Z[l - 1], D[l - 1], consume_z=True)
 
 
 def _no(*args: Any) -> bool:

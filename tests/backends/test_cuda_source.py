@@ -86,6 +86,10 @@ def _launched_kernels(dtype: str) -> tuple[set[str], list[str]]:
     factor = ops.multi_clip_factor(ops.tensor_table(gs), gs, 1.0)
     ops.multi_adam_update_scheduled(ops.tensor_table(ps, gs, ms, vs), gs, a(5), step, 0.9, 0.999, 1e-8, factor, -1)
     ops.add_column_sums(a(3), a(6, 3))
+    for act in ACTIVATIONS:
+        ops.backprop_add_bias(act, a(6, 3), a(6, 3), a(3))
+    ops.defer_loss_sum("cross_entropy", Y, T, np.zeros((), dtype=np.float64), step)
+    ops.output_delta_add_bias("softmax", "cross_entropy", Y, T, 0.5, a(6, 3), a(3))
     return xp.log["kernels"], xp.log["sources"]
 
 
@@ -121,6 +125,9 @@ def test_every_kernel_cupyops_launches_is_in_the_source(dtype):
         "multi_adam",
         "multi_sq_partial",
         "col_sum_axpy",
+        "backprop_bias_relu",
+        "backprop_bias_tanh",
+        "backprop_bias_sigmoid",
     } <= launched
 
 

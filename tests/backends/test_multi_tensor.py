@@ -139,3 +139,56 @@ def test_adam_reads_its_step_size_at_the_right_counter_either_way(emu, classes):
         fits[name] = np.concatenate([np.ravel(gm.to_numpy(p)) for p in model.params])
     np.testing.assert_allclose(fits["eager"], fits["numpy"], rtol=1e-10, atol=1e-12)
     np.testing.assert_array_equal(fits["graph"], fits["eager"])
+
+
+@pytest.mark.parametrize("activation", ["relu", "tanh", "sigmoid", "identity"])
+def test_backprop_and_bias_update_in_one_launch_equal_the_two_kernels(emu, activation):
+    rng = np.random.default_rng(8)
+    xp, ops = emu.xp, emu.ops
+    Z, D, b = rng.random(size=(37, 45)), rng.normal(size=(37, 45)), rng.normal(size=45)
+    D1, b1 = xp.asarray(D), xp.asarray(b)
+    D2, b2 = xp.asarray(D), xp.asarray(b)
+    ops.backprop_activation(activation, xp.asarray(Z), D1)
+    ops.add_column_sums(b1, D1, -0.5)
+    before = xp.launches
+    assert ops.backprop_add_bias(activation, xp.asarray(Z), D2, b2, -0.5)
+    assert xp.launches - before == 1
+    np.testing.assert_array_equal(np.array(D2), np.array(D1))
+    np.testing.assert_array_equal(np.array(b2), np.array(b1))
+    assert not ops.backprop_add_bias(activation, xp.asarray(Z), D2[:, :5], b2[:5])  # strided D: refused
+
+
+def test_the_output_delta_kernel_adds_the_bias_gradient_where_it_makes_the_loss(emu):
+    xp, ops = emu.xp, emu.ops
+    rng = np.random.default_rng(9)
+    Y = rng.random(size=(21, 4))
+    Y /= Y.sum(axis=1, keepdims=True)
+    T, b = np.eye(4)[rng.integers(0, 4, 21)], rng.normal(size=4)
+    Yd, Td, bd, total = xp.asarray(Y), xp.asarray(T), xp.asarray(b), xp.zeros((), dtype=np.float64)
+    out, done = ops.output_delta_add_bias("softmax", "cross_entropy", Yd, Td, -0.1, xp.empty((21, 4)), bd)
+    assert not done  # no deferred loss sum: the plain delta kernel, no bias update
+    np.testing.assert_array_equal(np.array(bd), b)
+    ops.defer_loss_sum("cross_entropy", Yd, Td, total)
+    out, done = ops.output_delta_add_bias("softmax", "cross_entropy", Yd, Td, -0.1, xp.empty((21, 4)), bd)
+    assert done
+    np.testing.assert_allclose(np.array(out), -0.1 * (Y - T), rtol=1e-13)
+    np.testing.assert_allclose(np.array(bd), b - 0.1 * (Y - T).sum(axis=0), rtol=1e-13, atol=1e-15)
+    ref = xp.asarray(b)
+    ops.add_column_sums(ref, out)
+    np.testing.assert_array_equal(np.array(bd), np.array(ref))  # col_sum's order: the same bits
+
+
+@pytest.mark.parametrize("activation", ["relu", "tanh", "sigmoid", "identity"])
+def test_plain_sgd_with_folded_biases_trains_as_numpy(emu, activation):
+    import gpumlp as gm
+
+    rng = np.random.default_rng(10)
+    X, y = rng.normal(size=(50, 6)), rng.integers(0, 4, 50)
+    kw = dict(epochs=2, batch_size=16, seed=1, optimizer="sgd", lr=0.1, l2=0.01)
+    fits = {}
+    for name, backend, extra in (("numpy", "numpy", {}), ("eager", emu, {}), ("graph", emu, {"cuda_graph": True})):
+        model = gm.MLP([6, 9, 7, 4], hidden_activation=activation, dtype="float64", backend=backend, seed=2)
+        model.fit(X, y, **kw, **extra)
+        fits[name] = np.concatenate([np.ravel(gm.to_numpy(p)) for p in model.params])
+    np.testing.assert_allclose(fits["eager"], fits["numpy"], rtol=1e-10, atol=1e-12)
+    np.testing.assert_array_equal(fits["graph"], fits["eager"])
