@@ -24,7 +24,7 @@ class MultiTensorMixin:
     ``_kernel``, ``_clip_partials``, ``_clip_buffers``, ``_BLOCK`` and ``_CLIP_BLOCKS``."""
 
     xp: Any
-    _bias_fold: tuple[Any, float] | None = None  # (b, alpha) for the next one-block delta + loss kernel
+    _bias_fold: tuple[Any, float, bool] | None = None  # (b, alpha, assign) for the next delta + loss kernel
     bias_folded = False  # whether that kernel made the bias update (output_delta_add_bias)
     _clip_buffers: dict[tuple[str, Any], tuple[Any, Any]]
     _BLOCK: int
@@ -115,27 +115,35 @@ class MultiTensorMixin:
         self._kernel("col_sum_axpy", D.dtype)((-(-cols // 32),), (32, 8), args)
         return True
 
-    def backprop_add_bias(self, activation: str, Z: Any, D: Any, b: Any, alpha: float = 1.0) -> bool:
-        """D ← D ⊙ g'(A) from the layer output Z (:meth:`backprop_activation`), then b ← b + alpha·1ᵀD,
-        in one launch; False, having done nothing, where the kernels cannot take the arrays."""
+    def backprop_add_bias(
+        self, activation: str, Z: Any, D: Any, b: Any, alpha: float = 1.0, assign: bool = False
+    ) -> bool:
+        """D ← D ⊙ g'(A) from the layer output Z (:meth:`backprop_activation`), then b ← b + alpha·1ᵀD
+        (``assign``: b ← 1ᵀD, the bias gradient), in one launch; False, having done nothing, where
+        the kernels cannot take the arrays."""
         if activation not in CUDA_DERIVATIVE or D.ndim != 2 or Z.shape != D.shape or b.shape != D.shape[1:]:
             return False
         if not self._fits(D, Z, b):
             return False
         if activation == "identity":  # g' = 1: D stays as it is (no multiply by 1, which flushes subnormals)
+            if assign:
+                self.sum_rows(D, out=b)
+                return True
             return self.add_column_sums(b, D, alpha)
         rows, cols = D.shape
-        args = (D, Z, b, b.dtype.type(alpha), self.xp.int64(rows), self.xp.int64(cols))
+        args = (D, Z, b, b.dtype.type(alpha), self.xp.int64(rows), self.xp.int64(cols), self.xp.int32(assign))
         self._kernel(f"backprop_bias_{activation}", D.dtype)((-(-cols // 32),), (32, 8), args)
         return True
 
     def output_delta_add_bias(
-        self, activation: str, loss: str, Y: Any, T: Any, scale: float, out: Any, b: Any, alpha: float = 1.0
-    ) -> tuple[Any, bool]:
+        self, activation: str, loss: str, Y: Any, T: Any, scale: float, out: Any, b: Any, alpha: float = 1.0,
+        assign: bool = False,
+    ) -> tuple[Any, bool]:  # fmt: skip
         """:meth:`output_delta`; where the one-block delta + loss kernel makes it (a loss sum deferred by
-        ``defer_loss_sum``), that kernel also adds alpha·1ᵀD to ``b``. Returns (D, whether it did)."""
+        ``defer_loss_sum``), that kernel also adds alpha·1ᵀD to ``b`` (``assign``: b ← 1ᵀD). Returns
+        (D, whether it did)."""
         fits = Y.ndim == 2 and b.shape == Y.shape[1:] and self._fits(b) and b.dtype == Y.dtype
-        self._bias_fold, self.bias_folded = ((b, alpha) if fits else None), False
+        self._bias_fold, self.bias_folded = ((b, alpha, assign) if fits else None), False
         try:
             out = self.output_delta(activation, loss, Y, T, scale, out)
         finally:
@@ -145,7 +153,7 @@ class MultiTensorMixin:
 
     def _bias_args(self, Y: Any) -> tuple[Any, ...]:
         """The bias arguments of the delta + loss kernel for the (rows, cols) output Y."""
-        b, alpha = self._bias_fold if self._bias_fold is not None else (self._unit(Y.dtype), 0.0)
+        b, alpha, assign = self._bias_fold if self._bias_fold is not None else (self._unit(Y.dtype), 0.0, False)
         rows, cols = Y.shape
-        flag = self.xp.int32(self._bias_fold is not None)
+        flag = self.xp.int32(0 if self._bias_fold is None else 2 if assign else 1)
         return (b, Y.dtype.type(alpha), self.xp.int64(rows), self.xp.int64(cols), flag)

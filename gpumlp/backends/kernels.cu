@@ -307,9 +307,11 @@ extern "C" __global__ void bias_act_{{ACT}}(T* z, const T* b, long long n, long 
         GRID_STRIDE(i, n) z[i] = act_{{ACT}}(z[i] + b[i % cols]);
     }
 }
-/* D ← D ⊙ g'(A) (backprop_{{ACT}}), then b[c] ← b[c] + alpha · Σ_r D[r, c] (col_sum_axpy): the activation
-   backward and the layer's bias gradient + plain-SGD bias update in one launch, the same bits. Block (32, 8). */
-extern "C" __global__ void backprop_bias_{{ACT}}(T* d, const T* z, T* b, T alpha, long long rows, long long cols) {
+/* D ← D ⊙ g'(A) (backprop_{{ACT}}), then b[c] ← b[c] + alpha · Σ_r D[r, c] (col_sum_axpy; assign: b[c] ← Σ_r
+   D[r, c], col_sum): the activation backward and the layer's bias gradient (+ plain-SGD bias update) in one
+   launch, the same bits. Block (32, 8). */
+extern "C" __global__ void backprop_bias_{{ACT}}(T* d, const T* z, T* b, T alpha, long long rows, long long cols,
+                                                int assign) {
     __shared__ T part[8][33];
     const long long c = (long long)blockIdx.x * 32 + threadIdx.x;
     T s = 0;
@@ -325,7 +327,7 @@ extern "C" __global__ void backprop_bias_{{ACT}}(T* d, const T* z, T* b, T alpha
     if (threadIdx.y == 0 && c < cols) {
         T acc = part[0][threadIdx.x];
         for (int k = 1; k < 8; ++k) acc += part[k][threadIdx.x];
-        b[c] = b[c] + alpha * acc;
+        b[c] = assign ? acc : b[c] + alpha * acc;
     }
 }
 /* D ← D ⊙ g'(A), from the layer output Z. */
@@ -352,8 +354,8 @@ extern "C" __global__ void loss_{{LOSS}}(const T* ys, const T* ts, long long n, 
 
 //@begin delta_loss
 /* The output delta of delta_{{ACT}}_{{LOSS}} and the batch's loss sum in one pass: total[0] (float64, the
-   epoch's sum) += factor · Σ term(Ŷ, T), (bump) counter[0] += 1, and (with_bias) the layer's bias
-   gradient + plain-SGD update bias += alpha · 1ᵀD (D is rows x cols). One block of 256 threads, the loss summed in the order of
+   epoch's sum) += factor · Σ term(Ŷ, T), (bump) counter[0] += 1, and the layer's bias gradient 1ᵀD
+   (D is rows x cols): with_bias 1, the plain-SGD update bias += alpha · 1ᵀD; 2, bias = 1ᵀD. One block of 256 threads, the loss summed in the order of
    loss_{{LOSS}} (so both give the same bits); for outputs small enough that one block is not the bottleneck. */
 extern "C" __global__ void delta_loss_{{ACT}}_{{LOSS}}(T* d, const T* ys, const T* ts, T scale, long long n,
                                                      double* total, int* counter, int bump, T* bias, T alpha,
@@ -378,7 +380,7 @@ extern "C" __global__ void delta_loss_{{ACT}}_{{LOSS}}(T* d, const T* ys, const 
                 for (long long r = k; r < rows; r += 8) part += d[r * cols + c];
                 acc = k == 0 ? part : acc + part;
             }
-            bias[c] = bias[c] + alpha * acc;
+            bias[c] = with_bias == 2 ? acc : bias[c] + alpha * acc;
         }
     }
 }

@@ -138,21 +138,46 @@ class ScheduledUpdate:
     path the eager loop takes on this Ops (plain SGD inside the weight-gradient GEMM)."""
 
     def __init__(
-        self, optimizer: Optimizer, ops: CupyOps, lr_schedule: Any, step: Any, clip_norm: float | None = None
+        self,
+        optimizer: Optimizer,
+        ops: CupyOps,
+        lr_schedule: Any,
+        step: Any,
+        clip_norm: float | None = None,
+        params: list[Any] | None = None,
     ) -> None:
         self.optimizer, self.ops, self.lr_schedule, self.step_counter = optimizer, ops, lr_schedule, step
         self.clip_norm = clip_norm  # the global-norm clip, made here when config.clip_norm is left to us
         self._tables: dict[tuple[int, ...], Any] = {}  # array addresses -> pointer table (lives with the binding)
+        # with params: the fused step hands each whole gradient to update(), which collects them and,
+        # once it has one per parameter, clips and updates them all (step): one launch
+        self.params = params
+        self._collected: dict[int, Any] = {}
+
+    @property
+    def collects_grads(self) -> bool:
+        """True when :func:`~gpumlp.training.fused.backward_update` is to hand over whole gradients
+        (in the workspace's gradient buffers) for one update of every parameter at the end."""
+        return self.params is not None
 
     @property
     def prescale(self) -> float | None:
-        return self.optimizer.prescale
+        return None if self.collects_grads else self.optimizer.prescale
 
     def begin_step(self) -> None:
-        """Nothing: the loop counts the steps of an epoch on the host once, after it."""
+        """No step count (the loop counts an epoch's steps on the host once, after it); drops what a
+        step that failed half-way (a failed capture) may have collected."""
+        self._collected.clear()
 
     def update(self, i: int, p: Any, g: Any, rows: slice | None = None) -> None:
         opt = self.optimizer
+        if self.params is not None and rows is None:
+            self._collected[i] = g
+            if len(self._collected) == len(self.params):
+                grads = [self._collected[k] for k in range(len(self.params))]
+                self._collected.clear()
+                self.step(self.params, grads)
+            return
         if isinstance(opt, Adam):
             m, v = opt.state["m"][i], opt.state["v"][i]
             if rows is not None:
@@ -234,13 +259,14 @@ class DeviceLoop:
     @property
     def config(self) -> StepConfig:
         """The trainer's step settings, except where the device loop does better: an update that
-        is not plain SGD folded into the GEMMs (momentum, Adam) or that is clipped runs after the
-        whole backward pass, as ONE multi-tensor launch of :class:`ScheduledUpdate`, which makes
-        the clip too (its factor goes into the update instead of a scale launch per gradient)."""
+        is not plain SGD folded into the GEMMs (momentum, Adam) or that is clipped takes the fused
+        backward pass too, which hands :class:`ScheduledUpdate` each whole gradient; it applies them
+        all after the last as ONE multi-tensor launch and makes the clip itself (its factor goes
+        into that launch instead of a scale launch per gradient)."""
         config = self.trainer.config
         if config.fused and self.trainer.optimizer.prescale is not None:
             return config
-        return replace(config, fused=False, clip_norm=None)
+        return replace(config, fused=True, clip_norm=None)  # ScheduledUpdate collects the gradients
 
     # ----- what the graphs depend on ------------------------------------------------------
     def _bind(self, X: Any, T: Any, plan: list[tuple[int, int]]) -> None:
@@ -277,7 +303,9 @@ class DeviceLoop:
         perm = self.xp.zeros((X.shape[0],), dtype=self.xp.int64)
         self.batches = DeviceBatches(self.ops, X, T, perm, self.step, tr.batch_size, T.dtype)
         self.lr_schedule = self.ops.alloc((steps,), model.xp_dtype)
-        self.update = ScheduledUpdate(opt, self.ops, self.lr_schedule, self.step, config.clip_norm)
+        collect = not (config.fused and opt.prescale is not None)  # as self.config decides
+        params = list(model.params) if collect else None
+        self.update = ScheduledUpdate(opt, self.ops, self.lr_schedule, self.step, config.clip_norm, params)
 
     # ----- one step, on whatever stream is current ----------------------------------------------
     def rewind(self, steps: int) -> None:

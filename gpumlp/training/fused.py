@@ -48,11 +48,15 @@ def backward_update(
     if c is not None:
         scale, l2 = scale * c, l2 * c
     optimizer.begin_step()
-    # b_l ← b_l + 1ᵀD_l made by the kernel that makes D_l, where the Ops can (prescaled updates only)
-    fold = c is not None and hasattr(ops, "backprop_add_bias")
+    # collect: the optimizer takes whole gradients in ws.grads and applies them all at once (the
+    # device loop's multi-tensor update), so the full gradient exists after all
+    collect = c is None and getattr(optimizer, "collects_grads", False)
+    # b_l ← b_l + 1ᵀD_l (collect: db_l = 1ᵀD_l) made by the kernel that makes D_l, where the Ops can
+    fold = (c is not None or collect) and hasattr(ops, "backprop_add_bias")
+    target = ws.db if collect else (lambda l: by_layer[l - 1][1][1])  # what that kernel writes for layer l
     if fold:
         D[L], bias_done = ops.output_delta_add_bias(
-            model.output_activation, loss, Z[L], T, scale, D[L], by_layer[L - 1][1][1]
+            model.output_activation, loss, Z[L], T, scale, D[L], target(L), assign=collect
         )
     else:
         D[L], bias_done = ops.output_delta(model.output_activation, loss, Z[L], T, scale, out=D[L]), False
@@ -60,7 +64,12 @@ def backward_update(
         (iW, W), (ib, b) = by_layer[l - 1]
         if l > 1:
             D[l - 1] = ops.gemm(D[l], W, out=D[l - 1], trans_b=True)
-        if c is None or not ops.gemm_update(W, Z[l - 1], D[l], 1.0, 1.0 + l2, trans_a=True):
+        if collect:
+            g = ops.gemm(Z[l - 1], D[l], out=ws.dW(l), trans_a=True)
+            update(iW, W, ops.add_scaled(g, l2, W) if l2 else g)
+            update(ib, b, ws.db(l) if bias_done else ops.sum_rows(D[l], out=ws.db(l)))
+            bias_done = True
+        elif c is None or not ops.gemm_update(W, Z[l - 1], D[l], 1.0, 1.0 + l2, trans_a=True):
             if ws.update_plan is None:
                 ws.allocate_update_plan(model)
             for rows, buf in ws.update_plan[l - 1]:  # dW_l = Z_{l-1}ᵀ D_l (+ λ W_l), block by block
@@ -73,8 +82,8 @@ def backward_update(
             update(ib, b, ops.sum_rows(D[l], out=ws.bias_grads[l - 1]))
         bias_done = False
         if l > 1:
-            act, b_below = model.activations[l - 2], by_layer[l - 2][1][1]
-            bias_done = fold and ops.backprop_add_bias(act, Z[l - 1], D[l - 1], b_below)
+            act = model.activations[l - 2]
+            bias_done = fold and ops.backprop_add_bias(act, Z[l - 1], D[l - 1], target(l - 1), assign=collect)
             if not bias_done:
                 D[l - 1] = ops.backprop_activation(act, Z[l - 1], D[l - 1], consume_z=True)
 

@@ -150,11 +150,15 @@ def test_backprop_and_bias_update_in_one_launch_equal_the_two_kernels(emu, activ
     D2, b2 = xp.asarray(D), xp.asarray(b)
     ops.backprop_activation(activation, xp.asarray(Z), D1)
     ops.add_column_sums(b1, D1, -0.5)
+    db1 = ops.sum_rows(D1, out=xp.empty(45))
     before = xp.launches
     assert ops.backprop_add_bias(activation, xp.asarray(Z), D2, b2, -0.5)
     assert xp.launches - before == 1
     np.testing.assert_array_equal(np.array(D2), np.array(D1))
     np.testing.assert_array_equal(np.array(b2), np.array(b1))
+    D3, db3 = xp.asarray(D), xp.empty(45)
+    assert ops.backprop_add_bias(activation, xp.asarray(Z), D3, db3, assign=True)  # db = 1ᵀD, col_sum's bits
+    np.testing.assert_array_equal(np.array(db3), np.array(db1))
     assert not ops.backprop_add_bias(activation, xp.asarray(Z), D2[:, :5], b2[:5])  # strided D: refused
 
 
@@ -178,13 +182,24 @@ def test_the_output_delta_kernel_adds_the_bias_gradient_where_it_makes_the_loss(
     np.testing.assert_array_equal(np.array(bd), np.array(ref))  # col_sum's order: the same bits
 
 
+FITS = [
+    dict(optimizer="sgd", lr=0.1, l2=0.01),
+    dict(optimizer="sgd", lr=0.1, momentum=0.9, nesterov=True, l2=0.01),
+    dict(optimizer="adam", lr=0.01, clip_norm=0.1),
+    dict(optimizer="sgd", lr=0.1, clip_norm=0.1),
+]
+
+
+@pytest.mark.parametrize("fit", FITS, ids=lambda f: "-".join(f"{k}={v}" for k, v in f.items()))
 @pytest.mark.parametrize("activation", ["relu", "tanh", "sigmoid", "identity"])
-def test_plain_sgd_with_folded_biases_trains_as_numpy(emu, activation):
+def test_folded_biases_and_one_update_launch_train_as_numpy(emu, activation, fit):
+    """Two hidden layers: bias gradients made by the kernels that make D_l (added to b_l for plain
+    SGD, into db_l for the rest), every gradient collected for one multi-tensor update (+ clip)."""
     import gpumlp as gm
 
     rng = np.random.default_rng(10)
     X, y = rng.normal(size=(50, 6)), rng.integers(0, 4, 50)
-    kw = dict(epochs=2, batch_size=16, seed=1, optimizer="sgd", lr=0.1, l2=0.01)
+    kw = dict(epochs=2, batch_size=16, seed=1, **fit)
     fits = {}
     for name, backend, extra in (("numpy", "numpy", {}), ("eager", emu, {}), ("graph", emu, {"cuda_graph": True})):
         model = gm.MLP([6, 9, 7, 4], hidden_activation=activation, dtype="float64", backend=backend, seed=2)
