@@ -5,7 +5,9 @@ placeholders; :func:`cuda_source` fills the ``common`` section with the scalar t
 limits, and repeats the other sections once per activation, loss, or (activation, loss) pair
 of the tables below. Each table entry is the device twin of the entry of the same name in
 activations.py / losses.py; operations keep InplaceOps' order and the module is built without
-FMA contraction, so the updates round exactly as on the host.
+FMA contraction. Results are still not bit-equal to the host's: CuPy appends ``-ftz=true`` to
+every RawModule's options (float32 subnormals flush to zero) and CUDA's exp/log/tanh are not
+correctly rounded (docs/gpu.md, "Rounding").
 """
 
 from __future__ import annotations
@@ -88,11 +90,16 @@ def cuda_source(dtype: str) -> str:
         parts.append(_fill("activation", ACT=act, FORWARD=CUDA_FORWARD[act], DERIVATIVE=CUDA_DERIVATIVE[act]))
     for loss, (term, factor, grad) in CUDA_LOSS.items():
         parts.append(_fill("loss_sum", LOSS=loss, TERM=term, FACTOR=factor))
-        for act in CUDA_FORWARD:
-            delta = "(y - t) * scale" if (act, loss) in CANONICAL_PAIRS else f"(({grad}) * scale) * dact_{act}(y)"
-            parts.append(_fill("delta", ACT=act, LOSS=loss, DELTA=delta))
+        parts.append(_fill("loss_total", LOSS=loss, TERM=term, FACTOR=factor))
+        deltas = {
+            act: "(y - t) * scale" if (act, loss) in CANONICAL_PAIRS else f"(({grad}) * scale) * dact_{act}(y)"
+            for act in CUDA_FORWARD
+        }
         if ("softmax", loss) in CANONICAL_PAIRS:
-            parts.append(_fill("delta", ACT="softmax", LOSS=loss, DELTA="(y - t) * scale"))
-        else:
+            deltas["softmax"] = "(y - t) * scale"
+        for act, delta in deltas.items():
+            parts.append(_fill("delta", ACT=act, LOSS=loss, DELTA=delta))
+            parts.append(_fill("delta_loss", ACT=act, LOSS=loss, DELTA=delta, TERM=term, FACTOR=factor))
+        if ("softmax", loss) not in CANONICAL_PAIRS:
             parts.append(_fill("softmax_delta", LOSS=loss, GRAD=grad))
     return "\n".join(parts)

@@ -33,7 +33,9 @@ def backward_update(
     use of it, the activation backward. When the update is p ← p + c·∇E (plain SGD, c = −η;
     :attr:`Optimizer.prescale`), c rides along in the deltas (they are linear in D_L), and
     W_l ← (1 + cλ)W_l + Z_{l-1}ᵀ D_l is one GEMM where the Ops has a GEMM with β
-    (Ops.gemm_update), else each block is added as it comes.
+    (Ops.gemm_update), else each block is added as it comes; b_l ← b_l + 1ᵀD_l is then made by
+    the kernel that makes D_l where the Ops offers that (CupyOps: ``output_delta_add_bias``,
+    ``backprop_add_bias``), else by ``add_column_sums`` in one kernel, else as an update.
     """
     Z, D, ops, layers = ws.Z, ws.D, model.ops, model.layers
     if ws.bias_grads is None:
@@ -46,12 +48,28 @@ def backward_update(
     if c is not None:
         scale, l2 = scale * c, l2 * c
     optimizer.begin_step()
-    D[L] = ops.output_delta(model.output_activation, loss, Z[L], T, scale, out=D[L])
+    # collect: the optimizer takes whole gradients in ws.grads and applies them all at once (the
+    # device loop's multi-tensor update), so the full gradient exists after all
+    collect = c is None and getattr(optimizer, "collects_grads", False)
+    # b_l ← b_l + 1ᵀD_l (collect: db_l = 1ᵀD_l) made by the kernel that makes D_l, where the Ops can
+    fold = (c is not None or collect) and hasattr(ops, "backprop_add_bias")
+    target = ws.db if collect else (lambda l: by_layer[l - 1][1][1])  # what that kernel writes for layer l
+    if fold:
+        D[L], bias_done = ops.output_delta_add_bias(
+            model.output_activation, loss, Z[L], T, scale, D[L], target(L), assign=collect
+        )
+    else:
+        D[L], bias_done = ops.output_delta(model.output_activation, loss, Z[L], T, scale, out=D[L]), False
     for l in range(L, 0, -1):
         (iW, W), (ib, b) = by_layer[l - 1]
         if l > 1:
             D[l - 1] = ops.gemm(D[l], W, out=D[l - 1], trans_b=True)
-        if c is None or not ops.gemm_update(W, Z[l - 1], D[l], 1.0, 1.0 + l2, trans_a=True):
+        if collect:
+            g = ops.gemm(Z[l - 1], D[l], out=ws.dW(l), trans_a=True)
+            update(iW, W, ops.add_scaled(g, l2, W) if l2 else g)
+            update(ib, b, ws.db(l) if bias_done else ops.sum_rows(D[l], out=ws.db(l)))
+            bias_done = True
+        elif c is None or not ops.gemm_update(W, Z[l - 1], D[l], 1.0, 1.0 + l2, trans_a=True):
             if ws.update_plan is None:
                 ws.allocate_update_plan(model)
             for rows, buf in ws.update_plan[l - 1]:  # dW_l = Z_{l-1}ᵀ D_l (+ λ W_l), block by block
@@ -60,6 +78,16 @@ def backward_update(
                 if l2:
                     g = ops.add_scaled(g, l2, Wb)
                 update(iW, Wb, g, rows)
-        update(ib, b, ops.sum_rows(D[l], out=ws.bias_grads[l - 1]))
+        if not bias_done and (c is None or not getattr(ops, "add_column_sums", _no)(b, D[l])):
+            update(ib, b, ops.sum_rows(D[l], out=ws.bias_grads[l - 1]))
+        bias_done = False
         if l > 1:
-            D[l - 1] = ops.backprop_activation(model.activations[l - 2], Z[l - 1], D[l - 1], consume_z=True)
+            act = model.activations[l - 2]
+            bias_done = fold and ops.backprop_add_bias(act, Z[l - 1], D[l - 1], target(l - 1), assign=collect)
+            if not bias_done:
+                D[l - 1] = ops.backprop_activation(act, Z[l - 1], D[l - 1], consume_z=True)
+
+
+def _no(*args: Any) -> bool:
+    """The answer of an Ops without ``add_column_sums`` (the prescaled bias update in one kernel)."""
+    return False

@@ -71,8 +71,8 @@ def test_nan_reaches_the_loss(emu):
     """relu, the clip of Ŷ and the softmax keep NaN, so a diverged run reports a NaN loss."""
     model = gm.MLP([2, 3, 2], dtype="float64", backend=emu, seed=0)
     model.layers[0].W[0, 0] = np.nan
-    Y = model.forward_into(Workspace.unbuffered(model, np.ones((4, 2))))
-    assert np.isnan(float(model.ops.loss_sum("cross_entropy", Y, np.eye(2)[[0, 1, 0, 1]])))
+    Y = model.forward_into(Workspace.unbuffered(model, model.to_device(np.ones((4, 2)))))
+    assert np.isnan(float(model.ops.loss_sum("cross_entropy", Y, model.to_device(np.eye(2)[[0, 1, 0, 1]]))))
 
 
 OPTIMIZERS = [
@@ -102,11 +102,82 @@ def test_device_training_matches_numpy(emu, opt):
 @pytest.mark.parametrize("opt", OPTIMIZERS, ids=lambda o: "-".join(f"{k}={v}" for k, v in o.items()))
 def test_graph_replay_equals_eager_steps_exactly(emu, opt):
     eager, h_eager = _fit(emu, **opt)
+    gemms = len(emu.xp.libcublas.compute_types)
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # a failed capture warns: that must not happen here
         graphed, h_graph = _fit(emu, cuda_graph=True, **opt)
     np.testing.assert_array_equal(flat(graphed), flat(eager))
     assert h_graph["loss"] == h_eager["loss"]
+    # 3 epochs of 5 steps of 8 rows and 1 of 3. Epoch 1: a warm-up step of each shape runs eagerly,
+    # the other 4 steps of 8 are captured as one graph; epoch 2 captures a 5-step graph (8 rows)
+    # and a 1-step graph (3 rows); epoch 3 only replays, which calls nothing on the host. 5 GEMMs
+    # a step (2 forward, 2 weight gradients, 1 delta): (2 eager + 4 + 5 + 1 captured) x 5.
+    assert len(emu.xp.libcublas.compute_types) - gemms == 12 * 5
+
+
+def test_the_device_loop_never_reads_past_its_permutation_or_schedule(emu):
+    """Issue 16 item 2: run_epoch leaves step[0] at the end of the epoch; one more step would read
+    perm[64:80] of 64 and lr_schedule[4] of 4 (an illegal address on a GPU). The loop refuses it on
+    the host, before launching anything."""
+    rng = np.random.default_rng(0)
+    X, y = rng.normal(size=(64, 8)), rng.integers(0, 3, 64)
+    model = gm.MLP([8, 16, 3], dtype="float32", backend=emu, seed=0)
+    Xd, Td, loss = model.check_data(X, y, "auto")
+    trainer = Trainer(model, loss, Adam(lr=0.01), 1e-3, 16, True, np.random.default_rng(0), clip_norm=1.0)
+    for graphs in (False, True):
+        loop = device_loop(trainer, cuda_graph=graphs, allow_tf32=True)
+        loop.run_epoch(Xd, Td)
+        launches = emu.xp.launches
+        with pytest.raises(RuntimeError, match="past the 4 steps of the epoch"):
+            loop._enqueue_step(16)
+        assert emu.xp.launches == launches  # refused before anything was launched
+        with pytest.raises(RuntimeError, match="past the 4 steps of the epoch"):
+            loop._run(16, 1)
+        loop.rewind(4)
+        loop._enqueue_step(16)  # a new epoch's first step is fine
+
+
+def test_an_out_of_bounds_kernel_read_is_an_illegal_address(emu):
+    """The emulator's own guard: a kernel indexing past an array it was given raises (on a GPU:
+    cudaErrorIllegalAddress) instead of reading host memory."""
+    from cuda_emulator import EmulatedIllegalAddress
+
+    xp, ops = emu.xp, emu.ops
+    X, T = xp.zeros((4, 2), dtype=np.float32), xp.zeros((4, 3), dtype=np.float32)
+    perm, step = xp.arange(4, dtype=np.int64), xp.ones((1,), dtype=np.int32)  # batch 1 of 4 rows: perm[4:8]
+    out_x, out_t = xp.zeros((4, 2), dtype=np.float32), xp.zeros((4, 3), dtype=np.float32)
+    with pytest.raises(EmulatedIllegalAddress, match=r"gather_batch: perm\[4\] is outside its 4 elements"):
+        ops.gather_batch(X, T, perm, step, 4, out_x, out_t)
+
+
+def test_a_host_read_under_capture_fails_as_in_cupy(emu, monkeypatch):
+    original = emu.ops.defer_loss_sum
+
+    def reading(loss, Y, T, total, *counter):
+        original(loss, Y, T, total, *counter)
+        float(total)  # a D2H copy and a sync: CuPy refuses it while capturing
+
+    monkeypatch.setattr(emu.ops, "defer_loss_sum", reading)
+    with pytest.warns(RuntimeWarning, match="D2H transfers are disallowed"):
+        _fit(emu, cuda_graph=True, optimizer="sgd", lr=0.1)
+
+
+def test_a_kernel_first_compiled_under_capture_fails(emu, monkeypatch):
+    """The eager warm-up step compiles and loads every kernel; one left for the capture is refused."""
+    from gpumlp.training.cuda_graph import DeviceLoop
+
+    original = DeviceLoop._capture
+
+    def forgetful(self, rows, k):
+        self.ops._kernels.clear()
+        return original(self, rows, k)
+
+    monkeypatch.setattr(DeviceLoop, "_capture", forgetful)
+    with pytest.warns(RuntimeWarning, match="RawModule.get_function"):
+        model, _ = _fit(emu, cuda_graph=True, optimizer="sgd", lr=0.1, momentum=0.5)
+    monkeypatch.undo()
+    eager, _ = _fit(emu, optimizer="sgd", lr=0.1, momentum=0.5)
+    np.testing.assert_array_equal(flat(model), flat(eager))
 
 
 def test_graphs_are_captured_once_per_batch_shape_and_replayed(emu):
@@ -122,11 +193,14 @@ def test_graphs_are_captured_once_per_batch_shape_and_replayed(emu):
         before = emu.xp.launches
         loop.run_epoch(Xd, Td)
         launches.append(emu.xp.launches - before)
-    assert sorted(loop.captured) == [3, 8]
+    assert sorted(loop.captured) == [(3, 1), (8, 4), (8, 5)] and loop.graphs  # 4 steps after the warm-up, then 5
     assert opt.t == 18
-    assert launches[1] == launches[2] == 0  # later epochs are graph replays only: no kernel launched from Python
-    for a in [*model.params, *opt.state["m"], loop.total, *model.workspace(8).flat_grad_list()]:
+    # epoch 2 captures the graphs of its 5 full steps and of its remainder step; epoch 3 is graph
+    # replays only: no kernel launched from Python, one graph launch for the 5 full steps
+    assert launches[1] > 0 and launches[2] == 0
+    for a in [*model.params, *opt.state["m"], *model.workspace(8).flat_grad_list()]:
         assert a.dtype == np.float32
+    assert loop.total.dtype == np.float64  # the epoch's loss sum
 
 
 def test_graphs_are_recaptured_when_a_callback_changes_the_learning_rate(emu):
@@ -160,14 +234,14 @@ def test_failed_capture_warns_and_training_goes_on_eagerly(emu, monkeypatch):
 
 
 def test_a_step_that_allocates_under_capture_is_not_replayed(emu, monkeypatch):
-    original = emu.ops.add_loss_sum
+    original = emu.ops.defer_loss_sum
 
     def allocating(*args):
         emu.xp.empty((16,))  # a temporary: its memory could go to another array after capture
         original(*args)
 
-    monkeypatch.setattr(emu.ops, "add_loss_sum", allocating)
-    with pytest.warns(RuntimeWarning, match="allocated device memory 1 time"):
+    monkeypatch.setattr(emu.ops, "defer_loss_sum", allocating)
+    with pytest.warns(RuntimeWarning, match=r"allocated device memory 4 time"):  # once in each of 4 captured steps
         model, _ = _fit(emu, cuda_graph=True, optimizer="sgd", lr=0.1)
     monkeypatch.undo()
     eager, _ = _fit(emu, optimizer="sgd", lr=0.1)
@@ -175,10 +249,12 @@ def test_a_step_that_allocates_under_capture_is_not_replayed(emu, monkeypatch):
 
 
 def test_a_step_that_a_graph_would_not_replay_falls_back(emu, monkeypatch):
-    def host_side_increment(step, dtype):
-        emu.xp.add(step, 1, out=step)  # not a kernel of the graph: the emulator refuses it under capture
+    scratch = emu.xp.zeros((1,), dtype=np.int32)
 
-    monkeypatch.setattr(emu.ops, "advance", host_side_increment)
+    def flush_and_copy():
+        emu.xp.copyto(scratch, scratch)  # not a kernel of the graph: the emulator refuses it under capture
+
+    monkeypatch.setattr(emu.ops, "flush_loss_sum", flush_and_copy)
     with pytest.warns(RuntimeWarning, match="failed under capture"):
         model, _ = _fit(emu, cuda_graph=True, optimizer="adam", lr=0.01)
     monkeypatch.undo()
@@ -187,10 +263,14 @@ def test_a_step_that_a_graph_would_not_replay_falls_back(emu, monkeypatch):
 
 
 def test_allow_tf32_switches_float32_matmuls_only_while_training(emu):
-    linalg = emu.xp._core._routines_linalg
+    linalg, gemms = emu.xp._core._routines_linalg, emu.xp.libcublas.compute_types
     linalg.log.clear()
+    start = len(gemms)
     _fit(emu, dtype="float32", epochs=2, allow_tf32=True)
     assert linalg.log == [linalg.COMPUTE_TYPE_TF32, linalg.COMPUTE_TYPE_DEFAULT] * 2
+    assert set(gemms[start:]) == {77}  # every GEMM of the fit: CUBLAS_COMPUTE_32F_FAST_TF32
+    emu.ops.gemm(*(emu.xp.ones((2, 2), dtype=np.float32) for _ in range(3)))
+    assert gemms[-1] == 68  # after it: CUBLAS_COMPUTE_32F again
     assert linalg.get_compute_type(np.float32) == linalg.COMPUTE_TYPE_DEFAULT
     linalg.log.clear()
     _fit(emu, dtype="float32", epochs=2, cuda_graph=True)
@@ -207,3 +287,38 @@ def test_device_loop_refuses_what_it_cannot_run(emu):
     with pytest.raises(ValueError, match="cuda_graph=True supports the built-in optimizers"):
         model.fit(X, y, optimizer=Custom(lr=0.1), batch_size=4, cuda_graph=True)
     model.fit(X, y, optimizer=Custom(lr=0.1), batch_size=4, cuda_graph="auto", epochs=1)  # auto: the plain loop
+
+
+# Launches per step of the mnist net (784-256-256-10, batch 128, float32): kernels + cuBLAS GEMMs +
+# other array calls of one step, and the nodes of its captured graph. The table in docs/gpu.md.
+LAUNCHES = [
+    ("sgd", lambda: SGD(lr=0.01), {}, 15),
+    ("momentum", lambda: SGD(lr=0.01, momentum=0.9), {}, 16),
+    ("adam", lambda: Adam(lr=0.001), {}, 16),
+    ("sgd l2", lambda: SGD(lr=0.01), {"l2": 1e-4}, 15),
+    ("adam clip", lambda: Adam(lr=0.001), {"clip_norm": 1.0}, 18),
+]
+
+
+@pytest.mark.parametrize("name,make,kw,expected", LAUNCHES, ids=[c[0] for c in LAUNCHES])
+def test_launches_per_mnist_step_are_those_of_the_docs_table(emu, name, make, kw, expected):
+    from cuda_emulator import launches_per_step
+
+    counts = launches_per_step(emu, [784, 256, 256, 10], 128, make(), **kw)
+    assert counts == {"eager": expected, "graph": expected}  # the graph holds exactly the step's launches
+
+
+def test_a_large_output_takes_the_two_pass_loss_sum_and_agrees_with_numpy(emu):
+    """Batches of 70 x 1000 outputs (70,000 elements, above the one-block fused delta + loss): the
+    loss is summed by 128 blocks, then one; the epoch loss agrees with NumPy's, graphs with eager."""
+    rng = np.random.default_rng(4)
+    X, y = rng.normal(size=(140, 6)), rng.integers(0, 1000, 140)
+    kw = dict(epochs=2, batch_size=70, seed=1, optimizer="sgd", lr=0.1, momentum=0.5)
+    fits = {}
+    for name, backend, extra in (("numpy", "numpy", {}), ("eager", emu, {}), ("graph", emu, {"cuda_graph": True})):
+        model = gm.MLP([6, 9, 1000], dtype="float64", backend=backend, seed=2)
+        fits[name] = (model, model.fit(X, y, **kw, **extra))
+    np.testing.assert_allclose(fits["eager"][1]["loss"], fits["numpy"][1]["loss"], rtol=1e-12)
+    # the plain loop sums the loss in one block, the device loop in 128 + 1: same terms, other order
+    np.testing.assert_allclose(fits["graph"][1]["loss"], fits["eager"][1]["loss"], rtol=1e-13)
+    np.testing.assert_array_equal(flat(fits["graph"][0]), flat(fits["eager"][0]))

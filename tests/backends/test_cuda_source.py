@@ -51,6 +51,7 @@ def _launched_kernels(dtype: str) -> tuple[set[str], list[str]]:
     """Drive every CupyOps method down its kernel path; the kernel names and sources it asked for."""
     xp = _RecordingNamespace()
     ops = CupyOps(xp)
+    ops.gemm = lambda a, b, out=None, trans_a=False, trans_b=False: out  # cuBLAS: not a kernel of ours
     rng = np.random.default_rng(0)
 
     def a(*shape: int) -> np.ndarray:
@@ -64,7 +65,11 @@ def _launched_kernels(dtype: str) -> tuple[set[str], list[str]]:
             ops.output_delta(act, loss, a(6, 3), T, 0.5, out=np.empty((6, 3), dtype=dtype))
     for loss in LOSSES:
         ops.loss_sum(loss, a(6, 3), T)
-        ops.add_loss_sum(loss, a(6, 3), T, np.zeros((), dtype=dtype))
+        ops.add_loss_sum(loss, a(6, 3), T, np.zeros((), dtype=np.float64))
+        ops.add_loss_sum(loss, a(300, 300), a(300, 300), np.zeros((), dtype=np.float64))  # two-pass
+        Y, total = a(6, 3), np.zeros((), dtype=np.float64)
+        ops.defer_loss_sum(loss, Y, T, total)
+        ops.output_delta("softmax" if loss == "cross_entropy" else "sigmoid", loss, Y, T, 0.5, out=a(6, 3))
     ops.sum_rows(a(6, 3), out=np.empty(3, dtype=dtype))
     ops.add_scaled(a(4, 3), 0.1, a(4, 3))
     ops.sgd_update(a(4, 3), a(4, 3), None, 0.1, 0.0, False)
@@ -75,6 +80,16 @@ def _launched_kernels(dtype: str) -> tuple[set[str], list[str]]:
     ops.gather_batch(X, T, np.arange(6, dtype=np.int64), step, 3, a(3, 4), a(3, 3))
     ops.adam_update_scheduled(a(4, 3), a(4, 3), a(4, 3), a(4, 3), a(5), step, 0.9, 0.999, 1e-8)
     ops.advance(step, np.dtype(dtype))
+    ps, gs, ms, vs = ([a(4, 3), a(3)] for _ in range(4))
+    ops.multi_sgd_update(ops.tensor_table(ps, gs), gs, False, 0.1, 0.0, False)
+    ops.multi_sgd_update(ops.tensor_table(ps, gs, vs), gs, True, 0.1, 0.9, True)
+    factor = ops.multi_clip_factor(ops.tensor_table(gs), gs, 1.0)
+    ops.multi_adam_update_scheduled(ops.tensor_table(ps, gs, ms, vs), gs, a(5), step, 0.9, 0.999, 1e-8, factor, -1)
+    ops.add_column_sums(a(3), a(6, 3))
+    for act in ACTIVATIONS:
+        ops.backprop_add_bias(act, a(6, 3), a(6, 3), a(3))
+    ops.defer_loss_sum("cross_entropy", Y, T, np.zeros((), dtype=np.float64), step)
+    ops.output_delta_add_bias("softmax", "cross_entropy", Y, T, 0.5, a(6, 3), a(3))
     return xp.log["kernels"], xp.log["sources"]
 
 
@@ -100,6 +115,19 @@ def test_every_kernel_cupyops_launches_is_in_the_source(dtype):
         "sq_partial",
         "clip_factor",
         "scale_by",
+        "loss_total_mse",
+        "loss_partial_cross_entropy",
+        "add_partials",
+        "delta_loss_softmax_cross_entropy",
+        "delta_loss_sigmoid_binary_cross_entropy",
+        "multi_sgd",
+        "multi_sgd_momentum",
+        "multi_adam",
+        "multi_sq_partial",
+        "col_sum_axpy",
+        "backprop_bias_relu",
+        "backprop_bias_tanh",
+        "backprop_bias_sigmoid",
     } <= launched
 
 

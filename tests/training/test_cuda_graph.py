@@ -10,10 +10,11 @@ import numpy as np
 import pytest
 
 import gpumlp as gm
+from gpumlp.backends.cupy_ops import CupyOps
 from gpumlp.optimizers import Adam
 from gpumlp.training.cuda_graph import GraphCaptureError, capture, capture_unsupported, epoch_plan
 
-from cuda_emulator import EmulatedCupy
+from cuda_emulator import EmulatedCupy, available
 
 
 def _data():
@@ -82,14 +83,96 @@ def test_capture_is_unsupported_without_stream_capture_or_on_hip():
 
 def test_capture_records_the_step_and_the_graph_replays_it():
     xp = EmulatedCupy()
-    a, b, out = np.array([[1.0, 2.0]]), np.array([[3.0], [4.0]]), np.zeros((1, 1))
+    ops = CupyOps(xp, cublas_lib=xp.libcublas)
+    a, b = xp.asarray(np.array([[1.0, 2.0]])), xp.asarray(np.array([[3.0], [4.0]]))
+    out = xp.zeros((1, 1))
     stream = xp.cuda.Stream(non_blocking=True)
-    graph = capture(xp, stream, lambda: xp.matmul(a, b, out=out))
+    with stream:
+        ops.gemm(a, b, out=out)  # outside capture: the stream's cuBLAS handle and workspace are set up
+    out[0, 0] = 0.0
+    graph = capture(xp, stream, lambda: ops.gemm(a, b, out=out))
     assert out[0, 0] == 0.0  # recorded, not run
     a[0, 0] = 10.0  # the graph reads the same memory when it replays
     graph.launch(stream=stream)
     assert out[0, 0] == 38.0
     assert not stream.is_capturing()
+
+
+def test_cupy_matmul_under_capture_is_refused_as_cupy_refuses_it():
+    """cupy_backends/cuda/libs/cublas.pyx::setStream raises this for every CuPy cuBLAS call while
+    the stream captures (CuPy 14.2); gpumlp's GEMMs go through a handle of its own instead."""
+    xp = EmulatedCupy()
+    a, b, out = xp.ones((2, 3)), xp.ones((3, 4)), xp.zeros((2, 4))
+    with pytest.raises(GraphCaptureError, match="calling cuBLAS API during stream capture is currently unsupported"):
+        capture(xp, xp.cuda.Stream(non_blocking=True), lambda: xp.matmul(a, b, out=out))
+
+
+def test_a_cublas_handle_first_used_under_capture_is_refused():
+    """Creating the handle (and its workspace) is setup that must happen before capture."""
+    xp = EmulatedCupy()
+    ops = CupyOps(xp, cublas_lib=xp.libcublas)
+    a, b, out = xp.ones((2, 3)), xp.ones((3, 4)), xp.zeros((2, 4))
+    with pytest.raises(GraphCaptureError, match="allocated device memory|during stream capture"):
+        capture(xp, xp.cuda.Stream(non_blocking=True), lambda: ops.gemm(a, b, out=out))
+
+
+def test_cublas_under_capture_needs_the_workspace_set_after_the_stream():
+    """cublasSetStream_v2 resets the workspace to cuBLAS's pool: a GEMM captured after it, without
+    cublasSetWorkspace_v2, would allocate under capture (the emulated libcublas refuses it)."""
+    xp = EmulatedCupy()
+    ops = CupyOps(xp, cublas_lib=xp.libcublas)
+    a, b, out = xp.ones((2, 3)), xp.ones((3, 4)), xp.zeros((2, 4))
+    stream = xp.cuda.Stream(non_blocking=True)
+    with stream:
+        handle = ops.cublas_handle()
+        xp.libcublas.cublasSetStream_v2(handle._h, stream.ptr)  # the workspace is gone again
+    with pytest.raises(GraphCaptureError, match="cuBLAS would allocate its workspace during stream capture"):
+        capture(xp, stream, lambda: ops.gemm(a, b, out=out))
+    with stream:
+        handle.bind(stream.ptr)  # stream, then workspace: capture is legal again
+    np.testing.assert_array_equal(out, 0.0)
+    capture(xp, stream, lambda: ops.gemm(a, b, out=out)).launch(stream=stream)
+    np.testing.assert_array_equal(out, 3.0)
+
+
+def test_a_gemm_on_another_streams_handle_is_refused_under_capture():
+    xp = EmulatedCupy()
+    ops = CupyOps(xp, cublas_lib=xp.libcublas)
+    a, b, out = xp.ones((2, 3)), xp.ones((3, 4)), xp.zeros((2, 4))
+    handle = ops.cublas_handle()  # bound to the null stream
+    stream = xp.cuda.Stream(non_blocking=True)
+    with pytest.raises(GraphCaptureError, match="would not be part of the graph"):
+        capture(xp, stream, lambda: handle.gemm_arrays(a, b, out))
+
+
+def test_host_reads_transfers_and_syncs_under_capture_fail_as_in_cupy():
+    xp = EmulatedCupy()
+    stream = xp.cuda.Stream(non_blocking=True)
+    total = xp.zeros(())
+    with pytest.raises(GraphCaptureError, match="D2H transfers are disallowed"):
+        capture(xp, stream, lambda: float(total))
+    with pytest.raises(GraphCaptureError, match="D2H transfers are disallowed"):
+        capture(xp, stream, lambda: xp.asnumpy(total))
+    with pytest.raises(GraphCaptureError, match="H2D transfers are disallowed"):
+        capture(xp, stream, lambda: xp.asarray(np.ones(3)))
+    with pytest.raises(GraphCaptureError, match="cudaErrorStreamCaptureUnsupported"):
+        capture(xp, stream, stream.synchronize)
+    assert float(total) == 0.0  # outside capture a host read is fine
+    with pytest.raises(RuntimeError, match="cannot capture on the default"):
+        xp.cuda.Stream.null.begin_capture()
+
+
+@pytest.mark.skipif(not available(), reason="emulating CUDA kernels needs g++ on x86-64 Linux")
+def test_first_use_kernel_compile_under_capture_is_refused():
+    xp = EmulatedCupy()
+    ops = CupyOps(xp, cublas_lib=xp.libcublas)
+    y, x = xp.zeros((4,)), xp.ones((4,))
+    with pytest.raises(GraphCaptureError, match="get_function.*during stream capture"):
+        capture(xp, xp.cuda.Stream(non_blocking=True), lambda: ops.add_scaled(y, 2.0, x))
+    ops.add_scaled(y, 2.0, x)  # compiled (and run) eagerly: now it may be captured
+    stream = xp.cuda.Stream(non_blocking=True)
+    capture(xp, stream, lambda: ops.add_scaled(y, 2.0, x)).launch(stream=stream)
+    np.testing.assert_array_equal(y, 4.0)
 
 
 def test_capture_leaves_capture_mode_when_the_step_fails():
