@@ -223,11 +223,14 @@ class MLP(Trainable):
             Z[l] = ops.affine_activate(Z[l - 1], layer.W, layer.b, act, out=Z[l])
         return Z[-1]
 
-    def backward_into(self, ws: Workspace, T: Any, loss: str, scale: float) -> None:
-        """Backward pass after :meth:`forward_into`: the gradients of scale·Σ_n ℓ_n into ws.grads."""
+    def backward_into(self, ws: Workspace, T: Any, loss: str, scale: float, weights: Any = None) -> None:
+        """Backward pass after :meth:`forward_into`: the gradients of scale·Σ_n w_n ℓ_n into ws.grads
+        (``weights`` w of shape (rows,) on the device, or None for w_n = 1)."""
         Z, D, ops = ws.Z, ws.D, self.ops
         L = len(self.layers)
         D[L] = ops.output_delta(self.output_activation, loss, Z[L], T, scale, out=D[L])
+        if weights is not None:
+            D[L] = ops.scale_rows(D[L], weights)
         for l in range(L, 0, -1):
             dW = ops.gemm(Z[l - 1], D[l], out=ws.dW(l), trans_a=True)
             ws.grads[l - 1] = (dW, ops.sum_rows(D[l], out=ws.db(l)))

@@ -172,3 +172,31 @@ def _labels_to_one_hot(y: np.ndarray, n_classes: int, name: str) -> np.ndarray:
     T = np.zeros((y.shape[0], n_classes), dtype=np.float32)
     T[np.arange(y.shape[0]), y.astype(np.intp)] = 1.0
     return T
+
+
+def check_sample_weight(sample_weight: Any, n_samples: int, name: str = "sample_weight") -> np.ndarray | None:
+    """Per-sample weights as a host float64 array of shape (n_samples,), or None for none.
+
+    A number is every sample's weight. The weights must be finite and non-negative, and
+    not all zero (nothing would be learned).
+
+    Raises
+    ------
+    TypeError, ValueError
+        For a non-numeric, wrongly shaped, non-finite, negative or all-zero ``sample_weight``.
+    """
+    if sample_weight is None:
+        return None
+    if isinstance(sample_weight, numbers.Real) and not isinstance(sample_weight, bool):
+        w = np.full(n_samples, float(sample_weight))
+    else:
+        w = to_numpy(as_array(sample_weight, name)).astype(np.float64)
+    if w.shape != (n_samples,):
+        raise ValueError(f"{name} must have shape ({n_samples},), one weight per sample; got shape {w.shape}")
+    if not np.isfinite(w).all():
+        raise ValueError(f"{name} contains NaN or infinite values; expected finite weights >= 0")
+    if (w < 0).any():
+        raise ValueError(f"{name} must be >= 0; got {float(w.min()):g} at sample {int(np.argmin(w))}")
+    if not w.any():
+        raise ValueError(f"{name} is all zero; at least one sample needs a positive weight")
+    return w

@@ -70,6 +70,25 @@ class Ops:
         """Σ_n ℓ(Ŷ_n, T_n) as a 0-d array on the device."""
         return LOSSES[loss].value(self.xp, Y, T)
 
+    def weighted_loss_sum(self, loss: str, Y: Any, T: Any, w: Any) -> Any:
+        """Σ_n w_n ℓ(Ŷ_n, T_n) as a 0-d array on the device (``w`` of shape (rows,))."""
+        xp = self.xp
+        if loss == "mse":
+            R = Y - T
+            E = 0.5 * (R * R)
+        else:
+            eps = float(xp.finfo(Y.dtype).eps)
+            Yc = xp.clip(Y, eps, 1.0 - eps)
+            E = T * xp.log(Yc)
+            if loss == "binary_cross_entropy":
+                E = E + (1.0 - T) * xp.log(1.0 - Yc)
+            E = -E
+        return xp.sum(xp.reshape(w, (-1, 1)) * E)
+
+    def scale_rows(self, D: Any, w: Any) -> Any:
+        """D_n ← w_n D_n for every row n (sample weights on the output delta; in place where the Ops can)."""
+        return D * self.xp.reshape(w, (-1, 1))
+
     def sum_rows(self, D: Any, out: Any = None) -> Any:
         """Column sums of D (the bias gradient)."""
         return self.xp.sum(D, axis=0)

@@ -11,7 +11,7 @@ from sklearn.base import BaseEstimator, is_classifier
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.model_selection import train_test_split
 from sklearn.utils import check_random_state
-from sklearn.utils.validation import check_is_fitted, validate_data
+from sklearn.utils.validation import _check_sample_weight, check_is_fitted, validate_data
 
 from ..backends import backend_of, to_numpy
 from ..network import MLP, model_meta
@@ -144,7 +144,7 @@ class BaseMLP(BaseEstimator):
         return SGD(lr=self.learning_rate_init, momentum=self.momentum, nesterov=nesterov)
 
     # ----- fitting ----------------------------------------------------------------------
-    def _fit(self, X: Any, y: Any, incremental: bool) -> BaseMLP:
+    def _fit(self, X: Any, y: Any, incremental: bool, sample_weight: Any = None) -> BaseMLP:
         self._check_params()
         if self.early_stopping and incremental:
             raise ValueError("partial_fit does not support early_stopping=True")
@@ -155,6 +155,10 @@ class BaseMLP(BaseEstimator):
         else:
             dtype = self._model.dtype
         X, Y = X.astype(dtype, copy=False), Y.astype(dtype, copy=False)
+        if sample_weight is not None:
+            sample_weight = _check_sample_weight(sample_weight, X, dtype=np.float64)
+            if not sample_weight.any():
+                raise ValueError("Sample weights must contain at least one non-zero number; all are zero.")
         random_state = check_random_state(self.random_state)
         if first_pass:
             self._initialize(X.shape[1], Y.shape[1], dtype, random_state)
@@ -164,12 +168,18 @@ class BaseMLP(BaseEstimator):
             self._reset_stopping_state()  # warm start with early_stopping switched on or off
         if not incremental or getattr(self, "_optimizer", None) is None:
             self._optimizer = self._new_optimizer()
-        X_val = y_val = Y_val = None
+        X_val = y_val = Y_val = w_val = None
         if self.early_stopping:
             stratify = Y if is_classifier(self) and self.n_outputs_ == 1 else None
-            X, X_val, Y, Y_val = train_test_split(
-                X, Y, random_state=random_state, test_size=self.validation_fraction, stratify=stratify
+            parts = train_test_split(
+                *(X, Y) if sample_weight is None else (X, Y, sample_weight),
+                random_state=random_state,
+                test_size=self.validation_fraction,
+                stratify=stratify,
             )
+            X, X_val, Y, Y_val = parts[:4]
+            if sample_weight is not None:
+                sample_weight, w_val = parts[4:]
             if X_val.shape[0] < 2:
                 raise ValueError(
                     "The validation set is too small. Increase 'validation_fraction' or the size of your dataset."
@@ -184,10 +194,10 @@ class BaseMLP(BaseEstimator):
                     "Got `batch_size` less than 1 or larger than sample size. It is going to be clipped", stacklevel=3
                 )
             batch_size = int(np.clip(self.batch_size, 1, n))
-        l2 = self.alpha / batch_size
+        l2 = float(self.alpha)
         # A fresh network shuffles with a seed from random_state; later calls continue its RNG.
         seed = int(random_state.randint(np.iinfo(np.int32).max)) if first_pass else None
-        monitor = EpochMonitor(self, self._optimizer, n, l2, X_val, y_val)
+        monitor = EpochMonitor(self, self._optimizer, n, l2, X_val, y_val, w_val)
         self.n_iter_ = 0
         if not incremental:
             self._no_improvement_count = 0
@@ -198,11 +208,13 @@ class BaseMLP(BaseEstimator):
                 Y,
                 optimizer=self._optimizer,
                 l2=l2,
+                l2_per_sample=True,
+                sample_weight=sample_weight,
                 epochs=1 if incremental else self.max_iter,
                 batch_size=batch_size,
                 shuffle=bool(self.shuffle),
                 seed=seed,
-                validation_data=None if X_val is None else (X_val, Y_val),
+                validation_data=None if X_val is None else (X_val, Y_val, w_val),
                 callbacks=[monitor],
             )
         except KeyboardInterrupt:  # fit put the model back to its last complete epoch
@@ -263,8 +275,9 @@ class BaseMLP(BaseEstimator):
             self.best_validation_score_ = None
             self.best_loss_ = np.inf
 
-    def _reported_loss(self, loss: float, l2: float) -> float:
-        """gpumlp's epoch loss as scikit-learn reports it (only multi-output MSE differs)."""
+    def _reported_loss(self, loss: float, l2_loss: float) -> float:
+        """gpumlp's epoch loss (``l2_loss`` of it the L2 term) as scikit-learn reports it (only
+        multi-output MSE differs)."""
         return float(loss)
 
     # ----- prediction -------------------------------------------------------------------

@@ -25,9 +25,10 @@ def can_fuse(ops: Any, optimizer: Optimizer, ranks: int, clip_norm: float | None
 
 
 def backward_update(
-    model: MLP, ws: Workspace, T: Any, loss: str, scale: float, l2: float, optimizer: Optimizer
+    model: MLP, ws: Workspace, T: Any, loss: str, scale: float, l2: float, optimizer: Optimizer, weights: Any = None
 ) -> None:
-    """Backward pass of scale·Σ_n ℓ_n and one optimizer step, fused, after ``model.forward_into(ws)``.
+    """Backward pass of scale·Σ_n w_n ℓ_n and one optimizer step, fused, after ``model.forward_into(ws)``
+    (``weights`` w as for ``MLP.backward_into``).
 
     D_{l-1} is taken before W_l changes; each Z_{l-1} (l > 1) is spent as scratch by the last
     use of it, the activation backward. When the update is p ← p + c·∇E (plain SGD, c = −η;
@@ -47,6 +48,8 @@ def backward_update(
         scale, l2 = scale * c, l2 * c
     optimizer.begin_step()
     D[L] = ops.output_delta(model.output_activation, loss, Z[L], T, scale, out=D[L])
+    if weights is not None:
+        D[L] = ops.scale_rows(D[L], weights)
     for l in range(L, 0, -1):
         (iW, W), (ib, b) = by_layer[l - 1]
         if l > 1:

@@ -1,0 +1,41 @@
+"""What sample weights and the per-sample L2 term add to the fit loop: their validation-data
+triple, and the choice of the eager loop where the CUDA-graph device loop cannot serve them."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from ..validation import check_sample_weight
+from .cuda_graph import device_loop
+
+if TYPE_CHECKING:
+    from ..network import MLP
+
+
+def check_validation_data(model: MLP, validation_data: Any, loss: str) -> tuple[Any, Any, Any]:
+    """``fit``'s ``validation_data`` as (X_val, T_val, w_val) on the model's device, w_val a host
+    array of sample weights or None; TypeError or ValueError naming what is wrong."""
+    if not isinstance(validation_data, (tuple, list)) or len(validation_data) not in (2, 3):
+        raise TypeError("validation_data must be a pair (X_val, Y_val) or (X_val, Y_val, sample_weight_val)")
+    X, T, _ = model.check_data(*validation_data[:2], loss, names=("validation_data X", "validation_data Y"))
+    w = None
+    if len(validation_data) == 3:
+        w = check_sample_weight(validation_data[2], X.shape[0], "validation_data sample_weight")
+    return X, T, w
+
+
+def eager_or_device_loop(trainer: Any, cuda_graph: bool | str, allow_tf32: bool) -> Any:
+    """The CUDA-graph device loop for ``trainer`` (cuda_graph.device_loop), or None where the
+    eager loop must run: sample weights and ``l2_per_sample`` are eager-loop features, so
+    ``cuda_graph=True`` / ``allow_tf32=True`` refuse them and ``"auto"`` quietly runs eagerly."""
+    why = "sample_weight" if trainer.weights is not None else None
+    if trainer.l2_per_sample and trainer.config.l2 > 0:
+        why = "l2_per_sample=True"
+    if why is None:
+        return device_loop(trainer, cuda_graph, allow_tf32)
+    for name, value in (("cuda_graph", cuda_graph), ("allow_tf32", allow_tf32)):
+        if value is True:
+            raise ValueError(
+                f"{name}=True runs the CUDA-graph device loop, which does not support {why}; pass {name}=False"
+            )
+    return None
