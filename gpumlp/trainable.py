@@ -74,8 +74,13 @@ class Trainable:
             Targets: class labels (int) or one-hot rows for cross_entropy, values otherwise.
         loss : {"auto", "mse", "cross_entropy", "binary_cross_entropy"}
             "auto": softmax → cross_entropy, sigmoid → binary_cross_entropy, identity → mse.
-        optimizer : {"sgd", "adam"} or Optimizer
-            An instance keeps its state (moments, step count) across ``fit`` calls.
+        optimizer : {"sgd", "adam", "lbfgs"} or Optimizer
+            An instance keeps its state (moments, step count) across ``fit`` calls. "lbfgs" is
+            full-batch L-BFGS (scipy's L-BFGS-B, :mod:`gpumlp.training.lbfgs`): ``epochs`` is its
+            most iterations (scikit-learn's ``max_fun=15000``, ``tol=1e-4``), one history entry per
+            iteration; ``lr``, ``batch_size`` and ``shuffle`` do not apply, and ``comm``,
+            ``clip_norm``, ``early_stopping``, ``checkpoint``, ``resume`` and the CUDA-graph loop
+            are refused.
         lr : float
             Learning rate η (for a named optimizer).
         momentum : float

@@ -18,11 +18,12 @@ from ..network import MLP, model_meta
 from ..optimizers import SGD, Adam, Optimizer
 from ..trainable import fit as _train
 from ..validation import check_bool, check_choice, check_number
+from ._lbfgs import fit_lbfgs
 from ._monitor import EpochMonitor
 
 # scikit-learn's activation names -> gpumlp's.
 ACTIVATIONS = {"identity": "identity", "logistic": "sigmoid", "tanh": "tanh", "relu": "relu"}
-SOLVERS = ("sgd", "adam")
+SOLVERS = ("lbfgs", "sgd", "adam")
 LEARNING_RATES = ("constant", "invscaling", "adaptive")
 _OPTIMIZERS = {"sgd": SGD, "adam": Adam}
 
@@ -68,6 +69,7 @@ class BaseMLP(BaseEstimator):
         beta_2: float = 0.999,
         epsilon: float = 1e-8,
         n_iter_no_change: int = 10,
+        max_fun: int = 15000,
         backend: str = "auto",
         dtype: str | None = None,
     ) -> None:
@@ -93,6 +95,7 @@ class BaseMLP(BaseEstimator):
         self.beta_2 = beta_2
         self.epsilon = epsilon
         self.n_iter_no_change = n_iter_no_change
+        self.max_fun = max_fun
         self.backend = backend
         self.dtype = dtype
 
@@ -111,11 +114,6 @@ class BaseMLP(BaseEstimator):
     def _check_params(self) -> None:
         """Validate every constructor parameter; errors name the parameter."""
         check_choice(self.activation, "activation", tuple(ACTIVATIONS))
-        if self.solver == "lbfgs":
-            raise ValueError(
-                "solver='lbfgs' is not supported by gpumlp, which trains by minibatch gradient descent; "
-                "use 'adam' or 'sgd'"
-            )
         check_choice(self.solver, "solver", SOLVERS)
         check_choice(self.learning_rate, "learning_rate", LEARNING_RATES)
         check_number(self.alpha, "alpha", allow_zero=True)
@@ -124,6 +122,7 @@ class BaseMLP(BaseEstimator):
         check_number(self.learning_rate_init, "learning_rate_init")
         check_number(self.power_t, "power_t", allow_zero=True)
         check_number(self.max_iter, "max_iter", integer=True)
+        check_number(self.max_fun, "max_fun", integer=True)
         check_number(self.tol, "tol", allow_zero=True)
         check_number(self.momentum, "momentum", allow_zero=True, upper=1.0, upper_inclusive=True)
         check_number(self.validation_fraction, "validation_fraction", allow_zero=True, upper=1.0)
@@ -166,6 +165,9 @@ class BaseMLP(BaseEstimator):
             raise ValueError(f"y has {Y.shape[1]} outputs; the fitted model has {self.n_outputs_}")
         elif (self.validation_scores_ is not None) != self.early_stopping:
             self._reset_stopping_state()  # warm start with early_stopping switched on or off
+        if self.solver == "lbfgs":
+            fit_lbfgs(self, X, Y, sample_weight)
+            return self
         if not incremental or getattr(self, "_optimizer", None) is None:
             self._optimizer = self._new_optimizer()
         X_val = y_val = Y_val = w_val = None

@@ -8,10 +8,12 @@ import numpy as np
 from sklearn.base import ClassifierMixin, RegressorMixin
 from sklearn.metrics import accuracy_score, r2_score
 from sklearn.preprocessing import LabelBinarizer
+from sklearn.utils._available_if import available_if
 from sklearn.utils.multiclass import check_classification_targets, type_of_target, unique_labels
 from sklearn.utils.validation import column_or_1d, validate_data
 
 from ._base import BaseMLP
+from ._lbfgs import stochastic_solver
 
 
 class MLPClassifier(ClassifierMixin, BaseMLP):
@@ -66,6 +68,7 @@ class MLPClassifier(ClassifierMixin, BaseMLP):
         with optional per-sample weights ``sample_weight`` (n_samples,)."""
         return self._fit(X, y, incremental=False, sample_weight=sample_weight)
 
+    @available_if(stochastic_solver)
     def partial_fit(self, X: Any, y: Any, sample_weight: Any = None, classes: Any = None) -> MLPClassifier:
         """One epoch over (X, y) (weighted by ``sample_weight``), keeping weights and optimizer state;
         ``classes`` is required on the first call."""
@@ -140,6 +143,7 @@ class MLPRegressor(RegressorMixin, BaseMLP):
         with optional per-sample weights ``sample_weight`` (n_samples,)."""
         return self._fit(X, y, incremental=False, sample_weight=sample_weight)
 
+    @available_if(stochastic_solver)
     def partial_fit(self, X: Any, y: Any, sample_weight: Any = None) -> MLPRegressor:
         """One epoch over (X, y) (weighted by ``sample_weight``), keeping weights and optimizer state."""
         return self._fit(X, y, incremental=True, sample_weight=sample_weight)

@@ -20,12 +20,12 @@ import numpy as np
 from ..checkpoint import Checkpoint, apply_checkpoint, check_checkpoint_path, load_checkpoint
 from ..optimizers import Optimizer, make_optimizer
 from ..validation import check_bool, check_number, check_sample_weight
-from ..workspace import Workspace
 from .distributed import Reducer, make_reducer
 from .fused import can_fuse
+from .lbfgs import fit_lbfgs
 from .state import EpochState
 from .step import LossTotal, RowBatches, StepConfig, train_step
-from .weighting import check_validation_data, eager_or_device_loop
+from .weighting import check_validation_data, eager_or_device_loop, evaluate
 
 if TYPE_CHECKING:
     from ..network import MLP
@@ -128,26 +128,9 @@ class Trainer:
         self.l2_loss = model.l2_penalty(config.l2)
         return loss + self.l2_loss
 
-    def evaluate(self, X: Any, T: Any, W: Any = None, chunk: int = 8192) -> float:
-        """Mean loss (with the L2 term) on data already on the device, in chunks of rows.
-
-        With sample weights ``W`` (a host array; None: none), the weighted mean Σ w ℓ / Σ w.
-        With ``l2_per_sample`` the L2 term is λ/(2 Σw)·Σ‖W‖², the whole set taken as one batch.
-        """
-        model = self.model
-        total = 0.0
-        lo, hi = self.reducer.shard(0, X.shape[0])
-        Wd = None if W is None else model.to_device(W)
-        for start in range(lo, hi, chunk):
-            stop = min(start + chunk, hi)
-            Y = model.forward_into(Workspace.unbuffered(model, X[start:stop, ...]))
-            if Wd is None:
-                total += float(model.ops.loss_sum(self.config.loss, Y, T[start:stop, ...]))
-            else:
-                total += float(model.ops.weighted_loss_sum(self.config.loss, Y, T[start:stop, ...], Wd[start:stop]))
-        denom = X.shape[0] if W is None else float(np.sum(W))
-        l2 = self.config.l2 / denom if self.l2_per_sample else self.config.l2
-        return self.reducer.sum_scalar(total) / denom + model.l2_penalty(l2)
+    def evaluate(self, X: Any, T: Any, W: Any = None) -> float:
+        """Mean loss (with the L2 term) on data already on the device: :func:`.weighting.evaluate`."""
+        return evaluate(self.model, self.config, X, T, W, self.l2_per_sample)
 
 
 def _check_batch_size(batch_size: int | None, n: int) -> int:
@@ -296,12 +279,17 @@ checkpoint, checkpoint_every, resume, cuda_graph, allow_tf32, sample_weight, l2_
     checkpoint_every = check_number(checkpoint_every, "checkpoint_every", integer=True)
     checkpoint = None if checkpoint is None else check_checkpoint_path(checkpoint)
     callbacks = _check_callbacks(callbacks)
-    opt = make_optimizer(optimizer, lr=lr, momentum=momentum, nesterov=nesterov)
+    lbfgs = isinstance(optimizer, str) and optimizer == "lbfgs"  # full batch: training.lbfgs
+    opt = None if lbfgs else make_optimizer(optimizer, lr=lr, momentum=momentum, nesterov=nesterov)
     l2_per_sample = check_bool(l2_per_sample, "l2_per_sample")
     Xd, Td, loss = model.check_data(X, Y, loss)
     weights = check_sample_weight(sample_weight, Xd.shape[0])
     batch_size = _check_batch_size(batch_size, Xd.shape[0])
     val = None if validation_data is None else check_validation_data(model, validation_data, loss)
+    if lbfgs:
+        unsupported = {"comm": comm, "clip_norm": clip_norm, "early_stopping": early_stopping, "resume": resume}
+        unsupported.update(checkpoint=checkpoint, cuda_graph=cuda_graph is True, allow_tf32=allow_tf32)
+        return fit_lbfgs(model, Xd, Td, loss, l2, l2_per_sample, weights, epochs, val, seed, callbacks, unsupported)
     reducer = make_reducer(comm, model.backend)
     if seed is not None:
         model.rng = np.random.default_rng(check_number(seed, "seed", integer=True, allow_zero=True))

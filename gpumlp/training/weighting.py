@@ -5,7 +5,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
 from ..validation import check_sample_weight
+from ..workspace import Workspace
 from .cuda_graph import device_loop
 
 if TYPE_CHECKING:
@@ -39,3 +42,26 @@ def eager_or_device_loop(trainer: Any, cuda_graph: bool | str, allow_tf32: bool)
                 f"{name}=True runs the CUDA-graph device loop, which does not support {why}; pass {name}=False"
             )
     return None
+
+
+def evaluate(model: MLP, config: Any, X: Any, T: Any, W: Any = None, l2_per_sample: bool = False) -> float:
+    """Mean loss (with the L2 term) of ``model`` on data already on the device, in chunks of rows.
+
+    ``config`` is the run's :class:`~gpumlp.training.step.StepConfig` (loss, λ, the ranks'
+    reducer). With sample weights ``W`` (a host array; None: none), the weighted mean Σ w ℓ / Σ w.
+    With ``l2_per_sample`` the L2 term is λ/(2 Σw)·Σ‖W‖², the whole set taken as one batch.
+    """
+    chunk = 8192
+    total = 0.0
+    lo, hi = config.reducer.shard(0, X.shape[0])
+    Wd = None if W is None else model.to_device(W)
+    for start in range(lo, hi, chunk):
+        stop = min(start + chunk, hi)
+        Y = model.forward_into(Workspace.unbuffered(model, X[start:stop, ...]))
+        if Wd is None:
+            total += float(model.ops.loss_sum(config.loss, Y, T[start:stop, ...]))
+        else:
+            total += float(model.ops.weighted_loss_sum(config.loss, Y, T[start:stop, ...], Wd[start:stop]))
+    denom = X.shape[0] if W is None else float(np.sum(W))
+    l2 = config.l2 / denom if l2_per_sample else config.l2
+    return config.reducer.sum_scalar(total) / denom + model.l2_penalty(l2)

@@ -54,7 +54,7 @@ def test_weighted_step_follows_the_finite_difference_gradient():
         return (w @ ce + 0.5 * lam * sum((Wl**2).sum() for Wl, _ in weights)) / w.sum()
 
     grad = []
-    for i, (Wl, bl) in enumerate(W0):
+    for i, (Wl, _) in enumerate(W0):
         g = np.zeros_like(Wl)
         for idx in np.ndindex(Wl.shape):
             plus = [(a.copy(), b.copy()) for a, b in W0]
@@ -86,6 +86,7 @@ def test_per_sample_penalty_matches_a_hand_written_loop():
     assert model.history["loss"][0] == pytest.approx(total / 11, rel=1e-12)
     for (Wa, ba), (Wb, bb) in zip(model.get_weights(), ref.get_weights()):
         np.testing.assert_allclose(Wa, Wb, rtol=1e-12, atol=1e-14)
+        np.testing.assert_allclose(ba, bb, rtol=1e-12, atol=1e-14)
 
 
 def test_validation_data_with_weights_is_the_weighted_mean():
