@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from .activations import HIDDEN_ACTIVATIONS, OUTPUT_ACTIVATIONS
-from .backends import Backend, backend_of, get_backend, to_numpy
+from .backends import Backend, backend_of, get_backend, is_sparse, to_numpy
 from .losses import AUTO_LOSS, LOSSES, PROBABILITY_OUTPUTS
 from .modelfile import read_npz, write_npz
 from .trainable import Trainable
@@ -119,6 +119,8 @@ class MLP(Trainable):
 
     def to_device(self, a: Any) -> Any:
         """``a`` (host or any device) as an array of this model's backend and dtype."""
+        if is_sparse(a):
+            return self.backend.sparse_asarray(a, self.xp_dtype)
         owner = backend_of(a)
         if owner is not None and owner.name != self.backend.name:
             a = to_numpy(a)
@@ -204,22 +206,29 @@ class MLP(Trainable):
             )
         return loss
 
-    def workspace(self, rows: int, grads: bool = True) -> Workspace:
+    def workspace(self, rows: int, grads: bool = True, sparse_input: bool = False) -> Workspace:
         """The (cached) buffers for a batch of ``rows`` samples (with full gradients unless
-        ``grads`` is False)."""
-        ws = self._workspaces.get(rows)
+        ``grads`` is False); ``sparse_input``: Z[0] is the batch's sparse rows, not a buffer."""
+        key: Any = (rows, "sparse") if sparse_input else rows
+        ws = self._workspaces.get(key)
         if ws is None:
             if len(self._workspaces) >= MAX_WORKSPACES:  # drop the oldest: fits on ever new sizes must not pile up
                 del self._workspaces[next(iter(self._workspaces))]
-            ws = self._workspaces[rows] = Workspace.allocate(self, rows, grads)
+            ws = self._workspaces[key] = Workspace.allocate(self, rows, grads)
+            if sparse_input:
+                ws.Z[0] = None
         elif grads and not ws.grads:
             ws.allocate_grads(self)
         return ws
 
     def forward_into(self, ws: Workspace) -> Any:
-        """Forward pass of the batch in ws.Z[0], keeping every Z_l; returns Ŷ = Z_L."""
+        """Forward pass of the batch in ws.Z[0], keeping every Z_l; returns Ŷ = Z_L. A sparse
+        Z[0] (CSR) makes the first layer a sparse × dense GEMM."""
         Z, ops = ws.Z, self.ops
         for l, (layer, act) in enumerate(zip(self.layers, self.activations), 1):
+            if l == 1 and is_sparse(Z[0]):
+                Z[1] = ops.sparse_affine_activate(Z[0], layer.W, layer.b, act)
+                continue
             Z[l] = ops.affine_activate(Z[l - 1], layer.W, layer.b, act, out=Z[l])
         return Z[-1]
 
@@ -232,7 +241,10 @@ class MLP(Trainable):
         if weights is not None:
             D[L] = ops.scale_rows(D[L], weights)
         for l in range(L, 0, -1):
-            dW = ops.gemm(Z[l - 1], D[l], out=ws.dW(l), trans_a=True)
+            if l == 1 and is_sparse(Z[0]):
+                dW = ops.sparse_gemm_tn(Z[0], D[1], out=ws.dW(1))
+            else:
+                dW = ops.gemm(Z[l - 1], D[l], out=ws.dW(l), trans_a=True)
             ws.grads[l - 1] = (dW, ops.sum_rows(D[l], out=ws.db(l)))
             if l > 1:
                 D[l - 1] = ops.gemm(D[l], self.layers[l - 1].W, out=D[l - 1], trans_b=True)

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from .backends import backend_of, to_numpy
+from .backends import backend_of, is_sparse, to_numpy
 
 _FINITE_CHUNK = 1 << 20  # elements per isfinite() pass on the host: bounded temporary memory
 
@@ -79,7 +79,7 @@ def as_array(a: Any, name: str) -> Any:
     if a is None:
         raise TypeError(f"{name} must be an array; got None")
     if hasattr(a, "toarray") and hasattr(a, "nnz"):
-        raise TypeError(f"{name} is a sparse matrix; gpumlp needs a dense array: pass {name}.toarray()")
+        raise TypeError(f"{name} is a sparse matrix; only X (the inputs) may be sparse: pass {name}.toarray()")
     if backend_of(a) is None:
         try:
             a = np.asarray(a)
@@ -104,8 +104,29 @@ def all_finite(a: Any) -> bool:
     return bool(xp.all(xp.isfinite(a)))
 
 
+def check_sparse_inputs(X: Any, n_features: int, name: str = "X") -> Any:
+    """Sparse features (scipy.sparse or cupyx, any format): non-empty, ``n_features`` columns, numeric,
+    no NaN/inf among the stored values. Returned as given (never densified)."""
+    shape = tuple(X.shape)
+    if len(shape) != 2:
+        raise ValueError(f"{name} must be 2-D (n_samples, n_features); got shape {shape}")
+    if shape[0] == 0:
+        raise ValueError(f"{name} is empty: got shape {shape}, expected at least one sample")
+    if shape[1] != n_features:
+        raise ValueError(f"{name} has {shape[1]} features per sample; the model expects {n_features}")
+    if getattr(X.dtype, "kind", "f") not in "biuf":
+        raise TypeError(f"{name} must hold numbers (bool, int or float); got dtype {X.dtype}")
+    data = X.data if X.format in ("csr", "csc", "coo") else X.tocsr().data
+    if not all_finite(data):
+        raise ValueError(f"{name} contains NaN or infinite values; expected finite numbers")
+    return X
+
+
 def check_inputs(X: Any, n_features: int, name: str = "X") -> Any:
-    """Features: a non-empty 2-D numeric array with ``n_features`` columns and no NaN/inf."""
+    """Features: a non-empty 2-D numeric array with ``n_features`` columns and no NaN/inf
+    (a sparse matrix goes to :func:`check_sparse_inputs`)."""
+    if is_sparse(X):
+        return check_sparse_inputs(X, n_features, name)
     X = as_array(X, name)
     if X.ndim != 2:
         hint = " (use X.reshape(-1, 1) for a single feature)" if X.ndim == 1 else ""

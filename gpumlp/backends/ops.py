@@ -44,6 +44,18 @@ class Ops:
         """Z = g(X W + b): one layer's forward pass."""
         return ACTIVATIONS[activation].forward(self.xp, self.xp.matmul(X, W) + b)
 
+    def sparse_affine_activate(self, S: Any, W: Any, b: Any, activation: str) -> Any:
+        """Z = g(S W + b) for a sparse S (the backend's CSR matrix): a sparse × dense GEMM."""
+        return ACTIVATIONS[activation].forward(self.xp, self.xp.asarray(S @ W) + b)
+
+    def sparse_gemm_tn(self, S: Any, D: Any, out: Any = None) -> Any:
+        """Sᵀ D for a sparse S (the first layer's weight gradient), dense; written into ``out`` if given."""
+        G = self.xp.asarray(S.T @ D)
+        if out is None:
+            return G
+        self.assign(out, G)
+        return out
+
     def backprop_activation(self, activation: str, Z: Any, D: Any, consume_z: bool = False) -> Any:
         """D ⊙ g'(A) from the layer output Z (may overwrite D on fast paths; with
         ``consume_z``, Z too: the caller has no further use for it)."""

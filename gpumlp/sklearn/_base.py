@@ -25,6 +25,7 @@ from ._monitor import EpochMonitor
 ACTIVATIONS = {"identity": "identity", "logistic": "sigmoid", "tanh": "tanh", "relu": "relu"}
 SOLVERS = ("lbfgs", "sgd", "adam")
 LEARNING_RATES = ("constant", "invscaling", "adaptive")
+SPARSE = ("csr", "csc", "coo")  # scipy.sparse formats X may come in (gpumlp trains on CSR)
 _OPTIMIZERS = {"sgd": SGD, "adam": Adam}
 
 
@@ -288,7 +289,7 @@ class BaseMLP(BaseEstimator):
         check_is_fitted(self)
         # scikit-learn's checks first (check_estimator expects their messages), then MLP.predict
         # runs gpumlp's shared validation.check_inputs on what they let through.
-        X = validate_data(self, _host(X), dtype=(np.float64, np.float32), reset=False)
+        X = validate_data(self, _host(X), dtype=(np.float64, np.float32), accept_sparse=SPARSE, reset=False)
         return np.asarray(to_numpy(self._model.predict(X)))
 
     @property
@@ -314,7 +315,7 @@ class BaseMLP(BaseEstimator):
 
     def __sklearn_tags__(self) -> Any:
         tags = super().__sklearn_tags__()
-        tags.input_tags.sparse = False
+        tags.input_tags.sparse = True
         return tags
 
     # ----- pickling: the network holds backend modules, so store weights instead ----------

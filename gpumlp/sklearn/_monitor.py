@@ -36,7 +36,7 @@ class EpochMonitor:
         self.est, self.optimizer, self.n_samples, self.l2 = est, optimizer, n_samples, l2
         self.w_val = w_val
         model = est._model
-        self.X_val = None if X_val is None else model.backend.asarray(X_val, dtype=model.backend.dtype(model.dtype))
+        self.X_val = None if X_val is None else model.to_device(X_val)
         self.y_val = y_val
         self.best_params: list[Any] | None = None
         if X_val is not None and est.best_validation_score_ > -np.inf:

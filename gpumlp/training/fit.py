@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ..backends import is_sparse
 from ..checkpoint import Checkpoint, apply_checkpoint, check_checkpoint_path, load_checkpoint
 from ..optimizers import Optimizer, make_optimizer
 from ..validation import check_bool, check_number, check_sample_weight
@@ -82,6 +83,7 @@ class Trainer:
         self.device_weights = None if sample_weight is None else model.to_device(sample_weight)
         self.l2_per_sample = l2_per_sample
         self.l2_loss = 0.0  # the L2 part of the last epoch's loss
+        self.sparse_input = False  # X is a sparse matrix (set by fit)
         self.batch_size, self.shuffle = batch_size, shuffle
         reducer = reducer or Reducer()  # data parallelism: shards batches, sums gradients
         self.config = StepConfig(loss, l2, clip_norm, can_fuse(model.ops, optimizer, reducer.size, clip_norm), reducer)
@@ -119,7 +121,7 @@ class Trainer:
             # the batch adds (rows/Σw)·Σ w ℓ, and with l2_per_sample rows·(λ_b/2)Σ‖W‖² (shared by the ranks)
             losses.prepare((stop - start) / denom, 0.5 * l2 * (stop - start) / config.reducer.size if per_sample else 0)
             lo, hi = config.reducer.shard(start, stop)
-            ws = model.workspace(hi - lo, grads=not config.fused)
+            ws = model.workspace(hi - lo, grads=not config.fused, sparse_input=rows.sparse)
             train_step(model, ws, rows.select(lo, hi), losses, self.optimizer, config, denom, l2=l2)
         loss = config.reducer.sum_scalar(losses.total) / n
         if per_sample:
@@ -317,6 +319,8 @@ checkpoint, checkpoint_every, resume, cuda_graph, allow_tf32, sample_weight, l2_
         stopping=(early_stopping, patience),
     )
     trainer = Trainer(model, loss, opt, l2, batch_size, shuffle, model.rng, reducer, clip_norm, weights, l2_per_sample)
+    if is_sparse(Xd):  # sparse rows: the eager loop, and no fused update (it needs a dense Z_0)
+        trainer.sparse_input, trainer.config.fused = True, False
     trainer.device_loop = eager_or_device_loop(trainer, cuda_graph, allow_tf32)
     history: dict[str, list[float]] = {"loss": []}
     if val is not None:

@@ -23,6 +23,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
+from ..backends import is_sparse
 from .distributed import Reducer
 from .fused import backward_update
 
@@ -112,6 +113,7 @@ class RowBatches:
 
     def __init__(self, ops: Any, X: Any, T: Any, perm: Any, W: Any = None) -> None:
         self.ops, self.X, self.T, self.perm, self.W = ops, X, T, perm, W
+        self.sparse = is_sparse(X)
         self.idx: Any = None
         self.weights: Any = None
 
@@ -121,7 +123,10 @@ class RowBatches:
         return self
 
     def fill(self, ws: Workspace) -> None:
-        ws.Z[0] = self.ops.take_rows(self.X, self.idx, out=ws.Z[0])
+        if self.sparse:  # the batch's rows of the CSR matrix, still sparse
+            ws.Z[0] = self.X[self.idx]
+        else:
+            ws.Z[0] = self.ops.take_rows(self.X, self.idx, out=ws.Z[0])
         ws.T = self.ops.take_rows(self.T, self.idx, out=ws.T)
         if self.W is not None:
             self.weights = self.ops.take_rows(self.W, self.idx)

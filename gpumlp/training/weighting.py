@@ -29,9 +29,11 @@ def check_validation_data(model: MLP, validation_data: Any, loss: str) -> tuple[
 
 def eager_or_device_loop(trainer: Any, cuda_graph: bool | str, allow_tf32: bool) -> Any:
     """The CUDA-graph device loop for ``trainer`` (cuda_graph.device_loop), or None where the
-    eager loop must run: sample weights and ``l2_per_sample`` are eager-loop features, so
+    eager loop must run: sample weights, sparse X and ``l2_per_sample`` are eager-loop features, so
     ``cuda_graph=True`` / ``allow_tf32=True`` refuse them and ``"auto"`` quietly runs eagerly."""
     why = "sample_weight" if trainer.weights is not None else None
+    if trainer.sparse_input:
+        why = "sparse X"
     if trainer.l2_per_sample and trainer.config.l2 > 0:
         why = "l2_per_sample=True"
     if why is None:
@@ -57,7 +59,7 @@ def evaluate(model: MLP, config: Any, X: Any, T: Any, W: Any = None, l2_per_samp
     Wd = None if W is None else model.to_device(W)
     for start in range(lo, hi, chunk):
         stop = min(start + chunk, hi)
-        Y = model.forward_into(Workspace.unbuffered(model, X[start:stop, ...]))
+        Y = model.forward_into(Workspace.unbuffered(model, X[start:stop]))
         if Wd is None:
             total += float(model.ops.loss_sum(config.loss, Y, T[start:stop, ...]))
         else:
