@@ -241,10 +241,8 @@ class MLP(Trainable):
         if weights is not None:
             D[L] = ops.scale_rows(D[L], weights)
         for l in range(L, 0, -1):
-            if l == 1 and is_sparse(Z[0]):
-                dW = ops.sparse_gemm_tn(Z[0], D[1], out=ws.dW(1))
-            else:
-                dW = ops.gemm(Z[l - 1], D[l], out=ws.dW(l), trans_a=True)
+            sparse = l == 1 and is_sparse(Z[0])  # dW_1 = Sᵀ D_1 for a sparse batch S
+            dW = ops.sparse_gemm_tn(Z[0], D[1], ws.dW(1)) if sparse else ops.gemm(Z[l - 1], D[l], ws.dW(l), True)
             ws.grads[l - 1] = (dW, ops.sum_rows(D[l], out=ws.db(l)))
             if l > 1:
                 D[l - 1] = ops.gemm(D[l], self.layers[l - 1].W, out=D[l - 1], trans_b=True)
