@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ..backends import is_sparse
 from ..validation import check_sample_weight
 from ..workspace import Workspace
 from .cuda_graph import device_loop
@@ -59,7 +60,8 @@ def evaluate(model: MLP, config: Any, X: Any, T: Any, W: Any = None, l2_per_samp
     Wd = None if W is None else model.to_device(W)
     for start in range(lo, hi, chunk):
         stop = min(start + chunk, hi)
-        Y = model.forward_into(Workspace.unbuffered(model, X[start:stop]))
+        rows = X[start:stop] if is_sparse(X) else X[start:stop, ...]  # the Array API wants the ellipsis
+        Y = model.forward_into(Workspace.unbuffered(model, rows))
         if Wd is None:
             total += float(model.ops.loss_sum(config.loss, Y, T[start:stop, ...]))
         else:
