@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ..validation import check_number
 from ..workspace import Workspace
 
 if TYPE_CHECKING:
@@ -197,7 +198,7 @@ def fit_lbfgs(
         if value not in (None, False):
             raise ValueError(f"optimizer='lbfgs' (full-batch L-BFGS) does not support {name}={value!r}")
     if seed is not None:
-        model.rng = np.random.default_rng(seed)
+        model.rng = np.random.default_rng(check_number(seed, "seed", integer=True, allow_zero=True))
     history: dict[str, list[float]] = {"loss": []}
     val = None
     if validation is not None:
