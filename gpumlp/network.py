@@ -23,13 +23,13 @@ import numpy as np
 
 from . import evaluation
 from .activations import HIDDEN_ACTIVATIONS, OUTPUT_ACTIVATIONS
-from .backends import Backend, backend_of, get_backend, to_numpy
+from .backends import Backend, backend_of, get_backend, is_sparse, to_numpy
 from .initializers import init_weights
 from .losses import AUTO_LOSS, LOSSES, PROBABILITY_OUTPUTS
 from .memory import check_fits, model_bytes
 from .modelfile import read_npz, write_npz
 from .trainable import Trainable
-from .validation import as_array, check_choice, check_inputs, check_number, check_sizes, check_targets, check_weights
+from .validation import check_choice, check_inputs, check_number, check_sizes, check_targets, check_weights
 from .workspace import Workspace
 
 DTYPES = ("float32", "float64")
@@ -121,6 +121,8 @@ class MLP(Trainable):
 
     def to_device(self, a: Any) -> Any:
         """``a`` (host or any device) as an array of this model's backend and dtype."""
+        if is_sparse(a):
+            return self.backend.sparse_asarray(a, self.xp_dtype)
         owner = backend_of(a)
         if owner is not None and owner.name != self.backend.name:
             a = to_numpy(a)
@@ -160,21 +162,12 @@ class MLP(Trainable):
             raise TypeError(f"weights must be a list of (W, b) pairs; got {type(weights).__name__}")
         if len(weights) != len(self.layers):
             raise ValueError(f"weights must hold {len(self.layers)} (W, b) pairs; got {len(weights)}")
-        new = []
-        for i, (pair, layer) in enumerate(zip(weights, self.layers)):
+        for i, pair in enumerate(weights):
             if not isinstance(pair, Sequence) or len(pair) != 2:
                 raise ValueError(f"weights[{i}] must be a (W, b) pair; got {type(pair).__name__}")
-            for a, ref, what in ((pair[0], layer.W, "W"), (pair[1], layer.b, "b")):
-                shape = tuple(as_array(a, f"weights[{i}] {what}").shape)
-                if shape != tuple(ref.shape):
-                    raise ValueError(f"weights[{i}] {what} must have shape {tuple(ref.shape)}; got {shape}")
-            new.append(Layer(self.to_device(pair[0]), self.to_device(pair[1])))
-        for i, layer in enumerate(new):
-            if not (bool(self.ops.all_finite(layer.W)) and bool(self.ops.all_finite(layer.b))):
-                raise ValueError(f"weights[{i}] contains NaN or infinite values")
-        for layer, fresh in zip(self.layers, new):
-            self.ops.assign(layer.W, fresh.W)
-            self.ops.assign(layer.b, fresh.b)
+        for layer, (W, b) in zip(self.layers, check_weights([tuple(p) for p in weights], self.sizes)):
+            self.ops.assign(layer.W, self.to_device(W))  # every pair was checked before any is copied
+            self.ops.assign(layer.b, self.to_device(b))
 
     def snapshot(self) -> list[Any]:
         """Device copies of the parameters [W_1, b_1, ...] (for :meth:`restore`)."""
@@ -209,32 +202,43 @@ class MLP(Trainable):
             )
         return loss
 
-    def workspace(self, rows: int, grads: bool = True) -> Workspace:
+    def workspace(self, rows: int, grads: bool = True, sparse_input: bool = False) -> Workspace:
         """The (cached) buffers for a batch of ``rows`` samples (with full gradients unless
-        ``grads`` is False)."""
-        ws = self._workspaces.get(rows)
+        ``grads`` is False); ``sparse_input``: Z[0] is the batch's sparse rows, not a buffer."""
+        key: Any = (rows, "sparse") if sparse_input else rows
+        ws = self._workspaces.get(key)
         if ws is None:
             if len(self._workspaces) >= MAX_WORKSPACES:  # drop the oldest: fits on ever new sizes must not pile up
                 del self._workspaces[next(iter(self._workspaces))]
-            ws = self._workspaces[rows] = Workspace.allocate(self, rows, grads)
+            ws = self._workspaces[key] = Workspace.allocate(self, rows, grads)
+            if sparse_input:
+                ws.Z[0] = None
         elif grads and not ws.grads:
             ws.allocate_grads(self)
         return ws
 
     def forward_into(self, ws: Workspace) -> Any:
-        """Forward pass of the batch in ws.Z[0], keeping every Z_l; returns Ŷ = Z_L."""
+        """Forward pass of the batch in ws.Z[0], keeping every Z_l; returns Ŷ = Z_L. A sparse
+        Z[0] (CSR) makes the first layer a sparse × dense GEMM."""
         Z, ops = ws.Z, self.ops
         for l, (layer, act) in enumerate(zip(self.layers, self.activations), 1):
+            if l == 1 and is_sparse(Z[0]):
+                Z[1] = ops.sparse_affine_activate(Z[0], layer.W, layer.b, act)
+                continue
             Z[l] = ops.affine_activate(Z[l - 1], layer.W, layer.b, act, out=Z[l])
         return Z[-1]
 
-    def backward_into(self, ws: Workspace, T: Any, loss: str, scale: float) -> None:
-        """Backward pass after :meth:`forward_into`: the gradients of scale·Σ_n ℓ_n into ws.grads."""
+    def backward_into(self, ws: Workspace, T: Any, loss: str, scale: float, weights: Any = None) -> None:
+        """Backward pass after :meth:`forward_into`: the gradients of scale·Σ_n w_n ℓ_n into ws.grads
+        (``weights`` w of shape (rows,) on the device, or None for w_n = 1)."""
         Z, D, ops = ws.Z, ws.D, self.ops
         L = len(self.layers)
         D[L] = ops.output_delta(self.output_activation, loss, Z[L], T, scale, out=D[L])
+        if weights is not None:
+            D[L] = ops.scale_rows(D[L], weights)
         for l in range(L, 0, -1):
-            dW = ops.gemm(Z[l - 1], D[l], out=ws.dW(l), trans_a=True)
+            sparse = l == 1 and is_sparse(Z[0])  # dW_1 = Sᵀ D_1 for a sparse batch S
+            dW = ops.sparse_gemm_tn(Z[0], D[1], ws.dW(1)) if sparse else ops.gemm(Z[l - 1], D[l], ws.dW(l), True)
             ws.grads[l - 1] = (dW, ops.sum_rows(D[l], out=ws.db(l)))
             if l > 1:
                 D[l - 1] = ops.gemm(D[l], self.layers[l - 1].W, out=D[l - 1], trans_b=True)

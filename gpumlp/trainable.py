@@ -57,6 +57,8 @@ class Trainable:
         resume: str | os.PathLike[str] | Checkpoint | None = None,
         cuda_graph: bool | str = False,
         allow_tf32: bool = False,
+        sample_weight: Any = None,
+        l2_per_sample: bool = False,
     ) -> dict[str, list[float]]:
         """Train by minibatch gradient descent and return the per-epoch history.
 
@@ -72,8 +74,13 @@ class Trainable:
             Targets: class labels (int) or one-hot rows for cross_entropy, values otherwise.
         loss : {"auto", "mse", "cross_entropy", "binary_cross_entropy"}
             "auto": softmax → cross_entropy, sigmoid → binary_cross_entropy, identity → mse.
-        optimizer : {"sgd", "adam"} or Optimizer
-            An instance keeps its state (moments, step count) across ``fit`` calls.
+        optimizer : {"sgd", "adam", "lbfgs"} or Optimizer
+            An instance keeps its state (moments, step count) across ``fit`` calls. "lbfgs" is
+            full-batch L-BFGS (scipy's L-BFGS-B, :mod:`gpumlp.training.lbfgs`): ``epochs`` is its
+            most iterations (scikit-learn's ``max_fun=15000``, ``tol=1e-4``), one history entry per
+            iteration; ``lr``, ``batch_size`` and ``shuffle`` do not apply, and ``comm``,
+            ``clip_norm``, ``early_stopping``, ``checkpoint``, ``resume`` and the CUDA-graph loop
+            are refused.
         lr : float
             Learning rate η (for a named optimizer).
         momentum : float
@@ -81,7 +88,10 @@ class Trainable:
         nesterov : bool
             Nesterov momentum (SGD with ``momentum`` > 0).
         l2 : float
-            λ of the L2 term (λ/2) Σ_l ‖W_l‖² added to the loss (weights only, not biases).
+            λ of the L2 term (λ/2) Σ_l ‖W_l‖² (weights only, not biases). By default λ is per
+            batch: every step minimises its batch's mean loss + (λ/2) Σ_l ‖W_l‖², whatever the
+            batch's size, and the epoch loss adds the term once, from the end-of-epoch weights.
+            See ``l2_per_sample`` for scikit-learn's ``alpha``.
         epochs : int
             Epochs in total (with ``resume``: including those already done).
         batch_size : int or None
@@ -122,6 +132,19 @@ class Trainable:
             Capture each train step as a CUDA graph and replay it (CuPy only; "auto": where it can).
         allow_tf32 : bool
             Let float32 matmuls use TF32 tensor cores (CuPy only; about 3 fewer significant digits).
+        sample_weight : array of shape (n_samples,) or float, optional
+            Per-sample weights w_n (finite, >= 0, not all zero), kept on the device and gathered
+            with each batch. A step minimises (1/Σ_b w_n) Σ_b w_n ℓ_n (+ the L2 term): each row's
+            output delta and loss are scaled by its weight and the batch is normalised by its
+            weights' sum, as scikit-learn's MLPs do; the epoch loss is Σ_b (rows_b/Σ_b w)·Σ_b w ℓ / n.
+            A batch whose weights are all zero takes no step. ``validation_data`` may then be
+            (X_val, Y_val, w_val). Runs the eager loop (``cuda_graph=True`` refuses it).
+        l2_per_sample : bool
+            λ per sample, scikit-learn's ``alpha``: a step on a batch of B rows (or weight sum Σw)
+            uses λ/B, i.e. minimises (Σ_b w_n ℓ_n + (λ/2) Σ_l ‖W_l‖²)/B, and each batch's penalty
+            (λ/2B) Σ‖W_l‖² at the weights it saw is added to its loss before its update; the epoch
+            loss is the row-weighted mean of these batch losses (scikit-learn's ``loss_curve_``).
+            Runs the eager loop when ``l2`` > 0.
 
         Returns
         -------
@@ -167,6 +190,8 @@ class Trainable:
             resume=resume,
             cuda_graph=cuda_graph,
             allow_tf32=allow_tf32,
+            sample_weight=sample_weight,
+            l2_per_sample=l2_per_sample,
         )
 
 

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from .backends import backend_of, to_numpy
+from .backends import backend_of, is_sparse, to_numpy
 
 _FINITE_CHUNK = 1 << 20  # elements per isfinite() pass on the host: bounded temporary memory
 
@@ -97,7 +97,7 @@ def as_array(a: Any, name: str) -> Any:
     if a is None:
         raise TypeError(f"{name} must be an array; got None")
     if hasattr(a, "toarray") and hasattr(a, "nnz"):
-        raise TypeError(f"{name} is a sparse matrix; gpumlp needs a dense array: pass {name}.toarray()")
+        raise TypeError(f"{name} is a sparse matrix; only X (the inputs) may be sparse: pass {name}.toarray()")
     if backend_of(a) is None:
         try:
             a = np.asarray(a)
@@ -186,9 +186,33 @@ def check_fits_dtype(a: Any, dtype: Any, name: str = "X", hint: str | None = Non
     return a
 
 
+def check_sparse_inputs(X: Any, n_features: int, name: str = "X") -> Any:
+    """Sparse features (scipy.sparse or cupyx, any format): non-empty, ``n_features`` columns, numeric,
+    no NaN/inf among the stored values. Returned as given (never densified)."""
+    shape = tuple(X.shape)
+    if len(shape) != 2:
+        raise ValueError(f"{name} must be 2-D (n_samples, n_features); got shape {shape}")
+    if shape[0] == 0:
+        raise ValueError(f"{name} is empty: got shape {shape}, expected at least one sample")
+    if shape[1] != n_features:
+        raise ValueError(f"{name} has {shape[1]} features per sample; the model expects {n_features}")
+    if getattr(X.dtype, "kind", "f") not in "biuf":
+        raise TypeError(f"{name} must hold numbers (bool, int or float); got dtype {X.dtype}")
+    data = X.data if X.format in ("csr", "csc", "coo") else X.tocsr().data
+    if not all_finite(data):
+        raise ValueError(f"{name} contains NaN or infinite values; expected finite numbers")
+    return X
+
+
 def check_inputs(X: Any, n_features: int, name: str = "X", dtype: Any = None) -> Any:
     """Features: a non-empty 2-D numeric array with ``n_features`` columns and no NaN/inf, and
-    (given ``dtype``, the model's) no value that overflows ``dtype``."""
+    (given ``dtype``, the model's) no value that overflows ``dtype`` (a sparse matrix goes to
+    :func:`check_sparse_inputs`; its stored values are checked against ``dtype``)."""
+    if is_sparse(X):
+        X = check_sparse_inputs(X, n_features, name)
+        if dtype is not None:
+            check_fits_dtype(X.data if X.format in ("csr", "csc", "coo") else X.tocsr().data, dtype, name)
+        return X
     X = as_array(X, name)
     if X.ndim != 2:
         hint = " (use X.reshape(-1, 1) for a single feature)" if X.ndim == 1 else ""
@@ -259,3 +283,31 @@ def _labels_to_one_hot(y: np.ndarray, n_classes: int, name: str) -> np.ndarray:
     T = np.zeros((y.shape[0], n_classes), dtype=np.float32)
     T[np.arange(y.shape[0]), y.astype(np.intp)] = 1.0
     return T
+
+
+def check_sample_weight(sample_weight: Any, n_samples: int, name: str = "sample_weight") -> np.ndarray | None:
+    """Per-sample weights as a host float64 array of shape (n_samples,), or None for none.
+
+    A number is every sample's weight. The weights must be finite and non-negative, and
+    not all zero (nothing would be learned).
+
+    Raises
+    ------
+    TypeError, ValueError
+        For a non-numeric, wrongly shaped, non-finite, negative or all-zero ``sample_weight``.
+    """
+    if sample_weight is None:
+        return None
+    if isinstance(sample_weight, numbers.Real) and not isinstance(sample_weight, bool):
+        w = np.full(n_samples, float(sample_weight))
+    else:
+        w = to_numpy(as_array(sample_weight, name)).astype(np.float64)
+    if w.shape != (n_samples,):
+        raise ValueError(f"{name} must have shape ({n_samples},), one weight per sample; got shape {w.shape}")
+    if not np.isfinite(w).all():
+        raise ValueError(f"{name} contains NaN or infinite values; expected finite weights >= 0")
+    if (w < 0).any():
+        raise ValueError(f"{name} must be >= 0; got {float(w.min()):g} at sample {int(np.argmin(w))}")
+    if not w.any():
+        raise ValueError(f"{name} is all zero; at least one sample needs a positive weight")
+    return w

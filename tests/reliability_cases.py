@@ -263,7 +263,7 @@ CASES: list[Case] = [
         "X must be a numeric array",
     ),
     Case("fit", "X None", lambda c: _fit(c.m, None, c.y), TypeError, "X must be an array; got None"),
-    Case("fit", "X sparse matrix", lambda c: _fit(c.m, _Sparse(), c.y), TypeError, r"X is a sparse matrix.*toarray"),
+    Case("fit", "Y sparse matrix", lambda c: _fit(c.m, c.X, _Sparse()), TypeError, r"Y is a sparse matrix.*toarray"),
     Case("fit", "Y of strings", lambda c: _fit(c.m, c.X, c.y.astype(str)), TypeError, "Y must hold numbers"),
     Case(
         "fit",
@@ -789,7 +789,7 @@ CASES: list[Case] = [
 
 
 class _Sparse:
-    """Duck-types a scipy.sparse matrix (scipy is not a test dependency)."""
+    """Duck-types a scipy.sparse matrix as targets (X may be sparse; Y may not)."""
 
     nnz = 0
     shape = (20, 5)

@@ -41,6 +41,7 @@ __all__ = [
     "to_numpy",
     "backend_of",
     "backend_info",
+    "is_sparse",
 ]
 
 BACKEND_NAMES = ("auto", "numpy", "cupy", "array_api_strict")
@@ -103,6 +104,13 @@ class Backend:
         """The namespace's dtype object named ``name`` ("float32", "int64", ...)."""
         return getattr(self.xp, name)
 
+    def sparse_asarray(self, a: Any, dtype: Any) -> Any:
+        """The sparse matrix ``a`` (scipy.sparse, any format, or cupyx on the GPU) as this
+        backend's CSR matrix of ``dtype``: scipy.sparse on the host. Never densified."""
+        if _is_cupyx_sparse(a):
+            a = a.get()
+        return _scipy_sparse().csr_matrix(a, dtype=dtype)
+
     def synchronize(self) -> None:
         """Wait for queued device work (no-op on the host)."""
 
@@ -132,6 +140,14 @@ class CupyBackend(Backend):
 
     def owns(self, a: Any) -> bool:
         return isinstance(a, self.xp.ndarray)
+
+    def sparse_asarray(self, a: Any, dtype: Any) -> Any:
+        """``a`` as a cupyx.scipy.sparse CSR matrix of ``dtype`` on the device (cuSPARSE GEMMs)."""
+        import cupyx.scipy.sparse as cusparse
+
+        if not _is_cupyx_sparse(a):
+            a = _scipy_sparse().csr_matrix(a, dtype=np.dtype(dtype))
+        return cusparse.csr_matrix(a, dtype=dtype)
 
     def synchronize(self) -> None:
         self.xp.cuda.get_current_stream().synchronize()
@@ -184,6 +200,26 @@ class StrictBackend(Backend):
 
     def owns(self, a: Any) -> bool:
         return _is_strict_array(a)
+
+    def sparse_asarray(self, a: Any, dtype: Any) -> Any:
+        raise TypeError("backend='array_api_strict' has no sparse matrices; use backend='numpy' for sparse X")
+
+
+def is_sparse(a: Any) -> bool:
+    """Whether ``a`` is a sparse matrix or array (scipy.sparse, or cupyx.scipy.sparse on the GPU)."""
+    return hasattr(a, "nnz") and hasattr(a, "tocsr")
+
+
+def _is_cupyx_sparse(a: Any) -> bool:
+    return is_sparse(a) and type(a).__module__.startswith("cupyx")
+
+
+def _scipy_sparse() -> Any:
+    try:
+        import scipy.sparse
+    except ImportError as exc:  # pragma: no cover - scipy is a dependency
+        raise ImportError("sparse inputs need SciPy: pip install scipy") from exc
+    return scipy.sparse
 
 
 def _is_strict_array(a: Any) -> bool:

@@ -105,6 +105,10 @@ class InplaceOps(Ops):
         self.xp.log(L, out=L)
         return -self.xp.vdot(T, L)
 
+    def scale_rows(self, D: Any, w: Any) -> Any:
+        D *= w.reshape(-1, 1)
+        return D
+
     def sum_rows(self, D: Any, out: Any = None) -> Any:
         return D.sum(axis=0, out=out)
 

@@ -44,6 +44,18 @@ class Ops:
         """Z = g(X W + b): one layer's forward pass."""
         return ACTIVATIONS[activation].forward(self.xp, self.xp.matmul(X, W) + b)
 
+    def sparse_affine_activate(self, S: Any, W: Any, b: Any, activation: str) -> Any:
+        """Z = g(S W + b) for a sparse S (the backend's CSR matrix): a sparse × dense GEMM."""
+        return ACTIVATIONS[activation].forward(self.xp, self.xp.asarray(S @ W) + b)
+
+    def sparse_gemm_tn(self, S: Any, D: Any, out: Any = None) -> Any:
+        """Sᵀ D for a sparse S (the first layer's weight gradient), dense; written into ``out`` if given."""
+        G = self.xp.asarray(S.T @ D)
+        if out is None:
+            return G
+        self.assign(out, G)
+        return out
+
     def backprop_activation(self, activation: str, Z: Any, D: Any, consume_z: bool = False) -> Any:
         """D ⊙ g'(A) from the layer output Z (may overwrite D on fast paths; with
         ``consume_z``, Z too: the caller has no further use for it)."""
@@ -69,6 +81,25 @@ class Ops:
     def loss_sum(self, loss: str, Y: Any, T: Any) -> Any:
         """Σ_n ℓ(Ŷ_n, T_n) as a 0-d array on the device."""
         return LOSSES[loss].value(self.xp, Y, T)
+
+    def weighted_loss_sum(self, loss: str, Y: Any, T: Any, w: Any) -> Any:
+        """Σ_n w_n ℓ(Ŷ_n, T_n) as a 0-d array on the device (``w`` of shape (rows,))."""
+        xp = self.xp
+        if loss == "mse":
+            R = Y - T
+            E = 0.5 * (R * R)
+        else:
+            eps = float(xp.finfo(Y.dtype).eps)
+            Yc = xp.clip(Y, eps, 1.0 - eps)
+            E = T * xp.log(Yc)
+            if loss == "binary_cross_entropy":
+                E = E + (1.0 - T) * xp.log(1.0 - Yc)
+            E = -E
+        return xp.sum(xp.reshape(w, (-1, 1)) * E)
+
+    def scale_rows(self, D: Any, w: Any) -> Any:
+        """D_n ← w_n D_n for every row n (sample weights on the output delta; in place where the Ops can)."""
+        return D * self.xp.reshape(w, (-1, 1))
 
     def sum_rows(self, D: Any, out: Any = None) -> Any:
         """Column sums of D (the bias gradient)."""

@@ -11,19 +11,21 @@ from sklearn.base import BaseEstimator, is_classifier
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.model_selection import train_test_split
 from sklearn.utils import check_random_state
-from sklearn.utils.validation import check_is_fitted, validate_data
+from sklearn.utils.validation import _check_sample_weight, check_is_fitted, validate_data
 
 from ..backends import backend_of, to_numpy
 from ..network import MLP, model_meta
 from ..optimizers import SGD, Adam, Optimizer
 from ..trainable import fit as _train
 from ..validation import check_bool, check_choice, check_fits_dtype, check_number
+from ._lbfgs import fit_lbfgs
 from ._monitor import EpochMonitor
 
 # scikit-learn's activation names -> gpumlp's.
 ACTIVATIONS = {"identity": "identity", "logistic": "sigmoid", "tanh": "tanh", "relu": "relu"}
-SOLVERS = ("sgd", "adam")
+SOLVERS = ("lbfgs", "sgd", "adam")
 LEARNING_RATES = ("constant", "invscaling", "adaptive")
+SPARSE = ("csr", "csc", "coo")  # scipy.sparse formats X may come in (gpumlp trains on CSR)
 _OPTIMIZERS = {"sgd": SGD, "adam": Adam}
 
 
@@ -68,6 +70,7 @@ class BaseMLP(BaseEstimator):
         beta_2: float = 0.999,
         epsilon: float = 1e-8,
         n_iter_no_change: int = 10,
+        max_fun: int = 15000,
         backend: str = "auto",
         dtype: str | None = None,
     ) -> None:
@@ -93,6 +96,7 @@ class BaseMLP(BaseEstimator):
         self.beta_2 = beta_2
         self.epsilon = epsilon
         self.n_iter_no_change = n_iter_no_change
+        self.max_fun = max_fun
         self.backend = backend
         self.dtype = dtype
 
@@ -111,11 +115,6 @@ class BaseMLP(BaseEstimator):
     def _check_params(self) -> None:
         """Validate every constructor parameter; errors name the parameter."""
         check_choice(self.activation, "activation", tuple(ACTIVATIONS))
-        if self.solver == "lbfgs":
-            raise ValueError(
-                "solver='lbfgs' is not supported by gpumlp, which trains by minibatch gradient descent; "
-                "use 'adam' or 'sgd'"
-            )
         check_choice(self.solver, "solver", SOLVERS)
         check_choice(self.learning_rate, "learning_rate", LEARNING_RATES)
         check_number(self.alpha, "alpha", allow_zero=True)
@@ -124,6 +123,7 @@ class BaseMLP(BaseEstimator):
         check_number(self.learning_rate_init, "learning_rate_init")
         check_number(self.power_t, "power_t", allow_zero=True)
         check_number(self.max_iter, "max_iter", integer=True)
+        check_number(self.max_fun, "max_fun", integer=True)
         check_number(self.tol, "tol", allow_zero=True)
         check_number(self.momentum, "momentum", allow_zero=True, upper=1.0, upper_inclusive=True)
         check_number(self.validation_fraction, "validation_fraction", allow_zero=True, upper=1.0)
@@ -144,7 +144,7 @@ class BaseMLP(BaseEstimator):
         return SGD(lr=self.learning_rate_init, momentum=self.momentum, nesterov=nesterov)
 
     # ----- fitting ----------------------------------------------------------------------
-    def _fit(self, X: Any, y: Any, incremental: bool) -> BaseMLP:
+    def _fit(self, X: Any, y: Any, incremental: bool, sample_weight: Any = None) -> BaseMLP:
         self._check_params()
         if self.early_stopping and incremental:
             raise ValueError("partial_fit does not support early_stopping=True")
@@ -156,6 +156,10 @@ class BaseMLP(BaseEstimator):
             dtype = self._model.dtype
         X, Y = check_fits_dtype(X, dtype), check_fits_dtype(Y, dtype, "y")  # 1e39 must not become inf
         X, Y = X.astype(dtype, copy=False), Y.astype(dtype, copy=False)
+        if sample_weight is not None:
+            sample_weight = _check_sample_weight(sample_weight, X, dtype=np.float64)
+            if not sample_weight.any():
+                raise ValueError("Sample weights must contain at least one non-zero number; all are zero.")
         random_state = check_random_state(self.random_state)
         if first_pass:
             self._initialize(X.shape[1], Y.shape[1], dtype, random_state)
@@ -163,14 +167,23 @@ class BaseMLP(BaseEstimator):
             raise ValueError(f"y has {Y.shape[1]} outputs; the fitted model has {self.n_outputs_}")
         elif (self.validation_scores_ is not None) != self.early_stopping:
             self._reset_stopping_state()  # warm start with early_stopping switched on or off
+        if self.solver == "lbfgs":
+            fit_lbfgs(self, X, Y, sample_weight)
+            return self
         if not incremental or getattr(self, "_optimizer", None) is None:
             self._optimizer = self._new_optimizer()
-        X_val = y_val = Y_val = None
+        X_val = y_val = Y_val = w_val = None
         if self.early_stopping:
             stratify = Y if is_classifier(self) and self.n_outputs_ == 1 else None
-            X, X_val, Y, Y_val = train_test_split(
-                X, Y, random_state=random_state, test_size=self.validation_fraction, stratify=stratify
+            parts = train_test_split(
+                *(X, Y) if sample_weight is None else (X, Y, sample_weight),
+                random_state=random_state,
+                test_size=self.validation_fraction,
+                stratify=stratify,
             )
+            X, X_val, Y, Y_val = parts[:4]
+            if sample_weight is not None:
+                sample_weight, w_val = parts[4:]
             if X_val.shape[0] < 2:
                 raise ValueError(
                     "The validation set is too small. Increase 'validation_fraction' or the size of your dataset."
@@ -185,10 +198,10 @@ class BaseMLP(BaseEstimator):
                     "Got `batch_size` less than 1 or larger than sample size. It is going to be clipped", stacklevel=3
                 )
             batch_size = int(np.clip(self.batch_size, 1, n))
-        l2 = self.alpha / batch_size
+        l2 = float(self.alpha)
         # A fresh network shuffles with a seed from random_state; later calls continue its RNG.
         seed = int(random_state.randint(np.iinfo(np.int32).max)) if first_pass else None
-        monitor = EpochMonitor(self, self._optimizer, n, l2, X_val, y_val)
+        monitor = EpochMonitor(self, self._optimizer, n, l2, X_val, y_val, w_val)
         self.n_iter_ = 0
         if not incremental:
             self._no_improvement_count = 0
@@ -199,11 +212,13 @@ class BaseMLP(BaseEstimator):
                 Y,
                 optimizer=self._optimizer,
                 l2=l2,
+                l2_per_sample=True,
+                sample_weight=sample_weight,
                 epochs=1 if incremental else self.max_iter,
                 batch_size=batch_size,
                 shuffle=bool(self.shuffle),
                 seed=seed,
-                validation_data=None if X_val is None else (X_val, Y_val),
+                validation_data=None if X_val is None else (X_val, Y_val, w_val),
                 callbacks=[monitor],
             )
         except KeyboardInterrupt:  # fit put the model back to its last complete epoch
@@ -264,8 +279,9 @@ class BaseMLP(BaseEstimator):
             self.best_validation_score_ = None
             self.best_loss_ = np.inf
 
-    def _reported_loss(self, loss: float, l2: float) -> float:
-        """gpumlp's epoch loss as scikit-learn reports it (only multi-output MSE differs)."""
+    def _reported_loss(self, loss: float, l2_loss: float) -> float:
+        """gpumlp's epoch loss (``l2_loss`` of it the L2 term) as scikit-learn reports it (only
+        multi-output MSE differs)."""
         return float(loss)
 
     # ----- prediction -------------------------------------------------------------------
@@ -274,7 +290,7 @@ class BaseMLP(BaseEstimator):
         check_is_fitted(self)
         # scikit-learn's checks first (check_estimator expects their messages), then MLP.predict
         # runs gpumlp's shared validation.check_inputs on what they let through.
-        X = validate_data(self, _host(X), dtype=(np.float64, np.float32), reset=False)
+        X = validate_data(self, _host(X), dtype=(np.float64, np.float32), accept_sparse=SPARSE, reset=False)
         return np.asarray(to_numpy(self._model.predict(X)))
 
     @property
@@ -300,7 +316,7 @@ class BaseMLP(BaseEstimator):
 
     def __sklearn_tags__(self) -> Any:
         tags = super().__sklearn_tags__()
-        tags.input_tags.sparse = False
+        tags.input_tags.sparse = True
         return tags
 
     # ----- pickling: the network holds backend modules, so store weights instead ----------

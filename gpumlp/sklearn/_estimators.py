@@ -8,10 +8,12 @@ import numpy as np
 from sklearn.base import ClassifierMixin, RegressorMixin
 from sklearn.metrics import accuracy_score, r2_score
 from sklearn.preprocessing import LabelBinarizer
+from sklearn.utils._available_if import available_if
 from sklearn.utils.multiclass import check_classification_targets, type_of_target, unique_labels
 from sklearn.utils.validation import column_or_1d, validate_data
 
-from ._base import BaseMLP
+from ._base import SPARSE, BaseMLP
+from ._lbfgs import stochastic_solver
 
 
 class MLPClassifier(ClassifierMixin, BaseMLP):
@@ -28,7 +30,9 @@ class MLPClassifier(ClassifierMixin, BaseMLP):
         return "softmax" if self._label_binarizer.y_type_ == "multiclass" else "logistic"
 
     def _validate_input(self, X: Any, y: Any, incremental: bool, reset: bool) -> tuple[np.ndarray, np.ndarray]:
-        X, y = validate_data(self, X, y, multi_output=True, dtype=(np.float64, np.float32), reset=reset)
+        X, y = validate_data(
+            self, X, y, multi_output=True, dtype=(np.float64, np.float32), accept_sparse=SPARSE, reset=reset
+        )
         if y.ndim == 2 and y.shape[1] == 1:
             y = column_or_1d(y, warn=True)
         check_classification_targets(y)
@@ -53,20 +57,23 @@ class MLPClassifier(ClassifierMixin, BaseMLP):
     def _targets_for_score(self, Y: np.ndarray) -> np.ndarray:
         return self._label_binarizer.inverse_transform(Y)
 
-    def _score_output(self, out: np.ndarray, y_true: np.ndarray) -> float:
+    def _score_output(self, out: np.ndarray, y_true: np.ndarray, sample_weight: Any = None) -> float:
         if not np.isfinite(out).all():
             return float("nan")
-        return float(accuracy_score(y_true, self._labels(out)))
+        return float(accuracy_score(y_true, self._labels(out), sample_weight=sample_weight))
 
     def _labels(self, out: np.ndarray) -> np.ndarray:
         return self._label_binarizer.inverse_transform(out.ravel() if self.n_outputs_ == 1 else out)
 
-    def fit(self, X: Any, y: Any) -> MLPClassifier:
-        """Train on X (n_samples, n_features) and labels y (n_samples,) or a multilabel indicator matrix."""
-        return self._fit(X, y, incremental=False)
+    def fit(self, X: Any, y: Any, sample_weight: Any = None) -> MLPClassifier:
+        """Train on X (n_samples, n_features) and labels y (n_samples,) or a multilabel indicator matrix,
+        with optional per-sample weights ``sample_weight`` (n_samples,)."""
+        return self._fit(X, y, incremental=False, sample_weight=sample_weight)
 
-    def partial_fit(self, X: Any, y: Any, classes: Any = None) -> MLPClassifier:
-        """One epoch over (X, y), keeping weights and optimizer state; ``classes`` is required on the first call."""
+    @available_if(stochastic_solver)
+    def partial_fit(self, X: Any, y: Any, sample_weight: Any = None, classes: Any = None) -> MLPClassifier:
+        """One epoch over (X, y) (weighted by ``sample_weight``), keeping weights and optimizer state;
+        ``classes`` is required on the first call."""
         if getattr(self, "classes_", None) is None:
             if classes is None:
                 raise ValueError("classes must be passed on the first call to partial_fit.")
@@ -77,7 +84,7 @@ class MLPClassifier(ClassifierMixin, BaseMLP):
             raise ValueError(
                 f"`classes={classes!r}` is not the same as on last call to partial_fit, was: {self.classes_!r}"
             )
-        return self._fit(X, y, incremental=True)
+        return self._fit(X, y, incremental=True, sample_weight=sample_weight)
 
     def predict(self, X: Any) -> np.ndarray:
         """Predicted class labels (a NumPy array, also after GPU training)."""
@@ -114,33 +121,43 @@ class MLPRegressor(RegressorMixin, BaseMLP):
         return "identity"
 
     def _validate_input(self, X: Any, y: Any, incremental: bool, reset: bool) -> tuple[np.ndarray, np.ndarray]:
-        X, y = validate_data(self, X, y, multi_output=True, y_numeric=True, dtype=(np.float64, np.float32), reset=reset)
+        X, y = validate_data(
+            self,
+            X,
+            y,
+            multi_output=True,
+            y_numeric=True,
+            dtype=(np.float64, np.float32),
+            accept_sparse=SPARSE,
+            reset=reset,
+        )
         if y.ndim == 2 and y.shape[1] == 1:
             y = column_or_1d(y, warn=True)
         return X, y.reshape(-1, 1) if y.ndim == 1 else y
 
-    def _reported_loss(self, loss: float, l2: float) -> float:
+    def _reported_loss(self, loss: float, l2_loss: float) -> float:
         # gpumlp sums ½(ŷ−y)² over outputs; scikit-learn averages it over them.
         if self.n_outputs_ == 1:
             return float(loss)
-        penalty = self._model.l2_penalty(l2)
-        return (float(loss) - penalty) / self.n_outputs_ + penalty
+        return (float(loss) - l2_loss) / self.n_outputs_ + l2_loss
 
     def _targets_for_score(self, Y: np.ndarray) -> np.ndarray:
         return Y
 
-    def _score_output(self, out: np.ndarray, y_true: np.ndarray) -> float:
+    def _score_output(self, out: np.ndarray, y_true: np.ndarray, sample_weight: Any = None) -> float:
         if not np.isfinite(out).all():
             return float("nan")
-        return float(r2_score(y_true, out))
+        return float(r2_score(y_true, out, sample_weight=sample_weight))
 
-    def fit(self, X: Any, y: Any) -> MLPRegressor:
-        """Train on X (n_samples, n_features) and targets y (n_samples,) or (n_samples, n_outputs)."""
-        return self._fit(X, y, incremental=False)
+    def fit(self, X: Any, y: Any, sample_weight: Any = None) -> MLPRegressor:
+        """Train on X (n_samples, n_features) and targets y (n_samples,) or (n_samples, n_outputs),
+        with optional per-sample weights ``sample_weight`` (n_samples,)."""
+        return self._fit(X, y, incremental=False, sample_weight=sample_weight)
 
-    def partial_fit(self, X: Any, y: Any) -> MLPRegressor:
-        """One epoch over (X, y), keeping weights and optimizer state."""
-        return self._fit(X, y, incremental=True)
+    @available_if(stochastic_solver)
+    def partial_fit(self, X: Any, y: Any, sample_weight: Any = None) -> MLPRegressor:
+        """One epoch over (X, y) (weighted by ``sample_weight``), keeping weights and optimizer state."""
+        return self._fit(X, y, incremental=True, sample_weight=sample_weight)
 
     def predict(self, X: Any) -> np.ndarray:
         """Predictions as NumPy: (n_samples,) for a single output, else (n_samples, n_outputs)."""

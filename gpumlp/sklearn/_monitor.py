@@ -31,10 +31,12 @@ class EpochMonitor:
         l2: float,
         X_val: np.ndarray | None,
         y_val: np.ndarray | None,
+        w_val: np.ndarray | None = None,
     ) -> None:
         self.est, self.optimizer, self.n_samples, self.l2 = est, optimizer, n_samples, l2
+        self.w_val = w_val
         model = est._model
-        self.X_val = None if X_val is None else model.backend.asarray(X_val, dtype=model.backend.dtype(model.dtype))
+        self.X_val = None if X_val is None else model.to_device(X_val)
         self.y_val = y_val
         self.best_params: list[Any] | None = None
         if X_val is not None and est.best_validation_score_ > -np.inf:
@@ -54,14 +56,16 @@ class EpochMonitor:
         )
         est.n_iter_ += 1
         est.t_ += self.n_samples
-        est.loss_ = est._reported_loss(logs["loss"], self.l2)
+        est.loss_ = est._reported_loss(logs["loss"], logs.get("l2_loss", 0.0))
         est.loss_curve_.append(est.loss_)
         if "val_loss" in logs:
-            est.validation_loss_curve_.append(est._reported_loss(logs["val_loss"], self.l2))
+            n_val = self.X_val.shape[0] if self.w_val is None else float(np.sum(self.w_val))
+            val_l2 = model.l2_penalty(self.l2 / n_val)
+            est.validation_loss_curve_.append(est._reported_loss(logs["val_loss"], val_l2))
         if est.verbose:
             print(f"Iteration {est.n_iter_}, loss = {est.loss_:.8f}")
         if self.X_val is not None:
-            score = est._score_output(model.backend.to_numpy(model.forward(self.X_val)), self.y_val)
+            score = est._score_output(model.backend.to_numpy(model.forward(self.X_val)), self.y_val, self.w_val)
             est.validation_scores_.append(score)
             if est.verbose:
                 print(f"Validation score: {score:f}")

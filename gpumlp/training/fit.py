@@ -17,18 +17,19 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ..backends import is_sparse
 from ..checkpoint import Checkpoint, apply_checkpoint, check_checkpoint_path, check_resume, load_checkpoint
 from ..memory import check_fits, training_bytes
 from ..optimizers import Optimizer, make_optimizer
-from ..validation import check_bool, check_number
-from ..workspace import Workspace
-from .cuda_graph import device_loop
+from ..validation import check_bool, check_number, check_sample_weight
 from .distributed import Reducer, make_reducer
 from .divergence import diverged, divergence_error
 from .fused import can_fuse
+from .lbfgs import fit_lbfgs
 from .start_check import resume_identity, tell_other_ranks_of_early_failure
 from .state import EpochState, one_fit_at_a_time
 from .step import LossTotal, RowBatches, StepConfig, train_step
+from .weighting import check_validation_data, eager_or_device_loop, evaluate
 
 if TYPE_CHECKING:
     from ..network import MLP
@@ -63,8 +64,16 @@ class Trainer:
         rng: np.random.Generator,
         reducer: Reducer | None = None,
         clip_norm: float | None = None,
+        sample_weight: np.ndarray | None = None,
+        l2_per_sample: bool = False,
     ) -> None:
         self.model, self.optimizer, self.rng = model, optimizer, rng
+        # sample weights: on the host for each batch's Σw (a step's denominator), on the device for the gathers
+        self.weights = sample_weight
+        self.device_weights = None if sample_weight is None else model.to_device(sample_weight)
+        self.l2_per_sample = l2_per_sample
+        self.l2_loss = 0.0  # the L2 part of the last epoch's loss
+        self.sparse_input = False  # X is a sparse matrix (set by fit)
         self.batch_size, self.shuffle = batch_size, shuffle
         reducer = reducer or Reducer()  # data parallelism: shards batches, sums gradients
         self.config = StepConfig(loss, l2, clip_norm, can_fuse(model.ops, optimizer, reducer.size, clip_norm), reducer)
@@ -82,29 +91,38 @@ class Trainer:
 
     def run_epoch(self, X: Any, T: Any) -> float:
         """One pass over (X, T), already on the device; returns the mean training loss."""
-        if self.device_loop is not None:
-            return self.device_loop.run_epoch(X, T)
         model, config = self.model, self.config
+        if self.device_loop is not None:
+            loss = self.device_loop.run_epoch(X, T)
+            self.l2_loss = model.l2_penalty(config.l2)
+            return loss
         n = X.shape[0]
         order = self.rng.permutation(n) if self.shuffle else np.arange(n)
-        rows = RowBatches(model.ops, X, T, model.backend.asarray(order))
-        losses = LossTotal(model.ops, model.xp_dtype)
-        for start, stop in self.batches(n):
+        rows = RowBatches(model.ops, X, T, model.backend.asarray(order), self.device_weights)
+        losses = LossTotal(model.ops, model.xp_dtype, model.params, rows)
+        plan = list(self.batches(n))
+        sums = None if self.weights is None else np.add.reduceat(self.weights[order], [a for a, _ in plan])
+        per_sample = self.l2_per_sample and config.l2 > 0
+        for i, (start, stop) in enumerate(plan):
+            denom = stop - start if sums is None else float(sums[i])
+            if denom == 0:  # a batch whose weights are all zero holds no data: no step
+                continue
+            l2 = config.l2 / denom if self.l2_per_sample else config.l2
+            # the batch adds (rows/Σw)·Σ w ℓ, and with l2_per_sample rows·(λ_b/2)Σ‖W‖² (shared by the ranks)
+            losses.prepare((stop - start) / denom, 0.5 * l2 * (stop - start) / config.reducer.size if per_sample else 0)
             lo, hi = config.reducer.shard(start, stop)
-            ws = model.workspace(hi - lo, grads=not config.fused)
-            train_step(model, ws, rows.select(lo, hi), losses, self.optimizer, config, stop - start)
-        return config.reducer.sum_scalar(losses.total) / n + model.l2_penalty(config.l2)
+            ws = model.workspace(hi - lo, grads=not config.fused, sparse_input=rows.sparse)
+            train_step(model, ws, rows.select(lo, hi), losses, self.optimizer, config, denom, l2=l2)
+        loss = config.reducer.sum_scalar(losses.total) / n
+        if per_sample:
+            self.l2_loss = config.reducer.sum_scalar(losses.penalty_total) / n
+            return loss
+        self.l2_loss = model.l2_penalty(config.l2)
+        return loss + self.l2_loss
 
-    def evaluate(self, X: Any, T: Any, chunk: int = 8192) -> float:
-        """Mean loss (with the L2 term) on data already on the device, in chunks of rows."""
-        model = self.model
-        total = 0.0
-        lo, hi = self.reducer.shard(0, X.shape[0])
-        for start in range(lo, hi, chunk):
-            stop = min(start + chunk, hi)
-            Y = model.forward_into(Workspace.unbuffered(model, X[start:stop, ...]))
-            total += float(model.ops.loss_sum(self.config.loss, Y, T[start:stop, ...]))
-        return self.reducer.sum_scalar(total) / X.shape[0] + model.l2_penalty(self.config.l2)
+    def evaluate(self, X: Any, T: Any, W: Any = None) -> float:
+        """Mean loss (with the L2 term) on data already on the device: :func:`.weighting.evaluate`."""
+        return evaluate(self.model, self.config, X, T, W, self.l2_per_sample)
 
 
 def _warn_still_improving(epochs: int, history: dict[str, list[float]], waited: int) -> None:
@@ -183,6 +201,8 @@ def fit(
     resume: str | os.PathLike[str] | Checkpoint | None,
     cuda_graph: bool | str,
     allow_tf32: bool,
+    sample_weight: Any,
+    l2_per_sample: bool,
 ) -> dict[str, list[float]]:
     """Train ``model`` by minibatch gradient descent and return the per-epoch history.
 
@@ -200,7 +220,7 @@ def fit(
         The data, as for :meth:`gpumlp.MLP.fit`.
     loss, optimizer, lr, momentum, nesterov, l2, epochs, batch_size, shuffle, validation_data, \
 early_stopping, patience, seed, progress, callbacks, comm, clip_norm, divergence_threshold, \
-checkpoint, checkpoint_every, resume, cuda_graph, allow_tf32
+checkpoint, checkpoint_every, resume, cuda_graph, allow_tf32, sample_weight, l2_per_sample
         Keyword-only, all required: the settings documented at :meth:`gpumlp.MLP.fit`.
 
     Returns
@@ -226,15 +246,18 @@ checkpoint, checkpoint_every, resume, cuda_graph, allow_tf32
     checkpoint_every = check_number(checkpoint_every, "checkpoint_every", integer=True)
     checkpoint = None if checkpoint is None else check_checkpoint_path(checkpoint)
     callbacks = _check_callbacks(callbacks)
-    opt = make_optimizer(optimizer, lr=lr, momentum=momentum, nesterov=nesterov)
+    lbfgs = isinstance(optimizer, str) and optimizer == "lbfgs"  # full batch: training.lbfgs
+    opt = None if lbfgs else make_optimizer(optimizer, lr=lr, momentum=momentum, nesterov=nesterov)
+    l2_per_sample = check_bool(l2_per_sample, "l2_per_sample")
     Xd, Td, loss = model.check_data(X, Y, loss)
+    weights = check_sample_weight(sample_weight, Xd.shape[0])
     batch_size = _check_batch_size(batch_size, Xd.shape[0])
-    val = None
-    if validation_data is not None:
-        if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
-            raise TypeError("validation_data must be a pair (X_val, Y_val)")
-        val = model.check_data(*validation_data, loss, names=("validation_data X", "validation_data Y"))[:2]
+    val = None if validation_data is None else check_validation_data(model, validation_data, loss)
     seed = None if seed is None else check_number(seed, "seed", integer=True, allow_zero=True)
+    if lbfgs:
+        unsupported = {"comm": comm, "clip_norm": clip_norm, "early_stopping": early_stopping, "resume": resume}
+        unsupported.update(checkpoint=checkpoint, cuda_graph=cuda_graph is True, allow_tf32=allow_tf32)
+        return fit_lbfgs(model, Xd, Td, loss, l2, l2_per_sample, weights, epochs, val, seed, callbacks, unsupported)
     config = {
         "loss": loss,
         "batch_size": batch_size,
@@ -277,8 +300,10 @@ checkpoint, checkpoint_every, resume, cuda_graph, allow_tf32
         divergence_threshold=divergence_threshold,
         resume=resume_identity(ck),
     )
-    trainer = Trainer(model, loss, opt, l2, batch_size, shuffle, model.rng, reducer, clip_norm)
-    trainer.device_loop = device_loop(trainer, cuda_graph, allow_tf32)
+    trainer = Trainer(model, loss, opt, l2, batch_size, shuffle, model.rng, reducer, clip_norm, weights, l2_per_sample)
+    if is_sparse(Xd):  # sparse rows: the eager loop, and no fused update (it needs a dense Z_0)
+        trainer.sparse_input, trainer.config.fused = True, False
+    trainer.device_loop = eager_or_device_loop(trainer, cuda_graph, allow_tf32)
     history: dict[str, list[float]] = {"loss": []}
     if val is not None:
         history["val_loss"] = []
@@ -313,7 +338,7 @@ checkpoint, checkpoint_every, resume, cuda_graph, allow_tf32
                 model.history = history
                 raise divergence_error(epoch, steps, why, train_loss, good, history, opt.lr, path)
             history["loss"].append(train_loss)
-            logs: dict[str, float] = {"loss": train_loss, "time": time.perf_counter() - t0}
+            logs: dict[str, float] = {"loss": train_loss, "l2_loss": trainer.l2_loss, "time": time.perf_counter() - t0}
             if val is not None:
                 logs["val_loss"] = trainer.evaluate(*val)
                 history["val_loss"].append(logs["val_loss"])

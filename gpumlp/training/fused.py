@@ -25,9 +25,10 @@ def can_fuse(ops: Any, optimizer: Optimizer, ranks: int, clip_norm: float | None
 
 
 def backward_update(
-    model: MLP, ws: Workspace, T: Any, loss: str, scale: float, l2: float, optimizer: Optimizer
+    model: MLP, ws: Workspace, T: Any, loss: str, scale: float, l2: float, optimizer: Optimizer, weights: Any = None
 ) -> None:
-    """Backward pass of scale·Σ_n ℓ_n and one optimizer step, fused, after ``model.forward_into(ws)``.
+    """Backward pass of scale·Σ_n w_n ℓ_n and one optimizer step, fused, after ``model.forward_into(ws)``
+    (``weights`` w as for ``MLP.backward_into``).
 
     D_{l-1} is taken before W_l changes; each Z_{l-1} (l > 1) is spent as scratch by the last
     use of it, the activation backward. When the update is p ← p + c·∇E (plain SGD, c = −η;
@@ -52,7 +53,7 @@ def backward_update(
     # device loop's multi-tensor update), so the full gradient exists after all
     collect = c is None and getattr(optimizer, "collects_grads", False)
     # b_l ← b_l + 1ᵀD_l (collect: db_l = 1ᵀD_l) made by the kernel that makes D_l, where the Ops can
-    fold = (c is not None or collect) and hasattr(ops, "backprop_add_bias")
+    fold = weights is None and (c is not None or collect) and hasattr(ops, "backprop_add_bias")
     target = ws.db if collect else (lambda l: by_layer[l - 1][1][1])  # what that kernel writes for layer l
     if fold:
         D[L], bias_done = ops.output_delta_add_bias(
@@ -60,6 +61,8 @@ def backward_update(
         )
     else:
         D[L], bias_done = ops.output_delta(model.output_activation, loss, Z[L], T, scale, out=D[L]), False
+        if weights is not None:  # per-sample weights scale each sample's delta (and so every gradient)
+            D[L] = ops.scale_rows(D[L], weights)
     for l in range(L, 0, -1):
         (iW, W), (ib, b) = by_layer[l - 1]
         if l > 1:
