@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .backends import backend_of
+from .backends import backend_of, is_sparse
 from .workspace import Workspace
 
 if TYPE_CHECKING:
@@ -30,6 +30,11 @@ def row_chunks(model: MLP, n: int) -> list[tuple[int, int]]:
     return [(start, min(start + rows, n)) for start in range(0, n, rows)]
 
 
+def _row_sliceable(X: Any) -> Any:
+    """X itself, or a sparse X in CSR form (COO cannot be sliced by rows; CSC can, but slowly)."""
+    return X.tocsr() if is_sparse(X) and X.format != "csr" else X
+
+
 def _forward_rows(model: MLP, X: Any, start: int, stop: int) -> Any:
     """Ŷ of rows start … stop - 1 of X (any array kind), on the model's backend."""
     return model.forward_into(Workspace.unbuffered(model, model.to_device(X[start:stop, ...])))
@@ -37,6 +42,7 @@ def _forward_rows(model: MLP, X: Any, start: int, stop: int) -> Any:
 
 def forward(model: MLP, X: Any) -> Any:
     """Ŷ (n, n_outputs) of checked inputs X (n, n_features), on the model's backend."""
+    X = _row_sliceable(X)
     chunks = row_chunks(model, X.shape[0])
     if len(chunks) == 1:
         return _forward_rows(model, X, 0, X.shape[0])
@@ -49,7 +55,7 @@ def forward(model: MLP, X: Any) -> Any:
 def predict(model: MLP, X: Any) -> Any:
     """Ŷ of checked inputs X as the same kind of array as X; a NumPy result is filled on the host
     chunk by chunk, so no device array of the full output is made for it."""
-    owner = backend_of(X)
+    owner, X = backend_of(X), _row_sliceable(X)
     if owner is not None and owner.name == model.backend.name and owner.name != "numpy":
         return forward(model, X)
     out = np.empty((X.shape[0], model.n_outputs), dtype=model.dtype)
@@ -60,7 +66,7 @@ def predict(model: MLP, X: Any) -> Any:
 
 def loss_sum(model: MLP, X: Any, T: np.ndarray, loss: str) -> float:
     """Σ_n ℓ(Ŷ_n, T_n) over checked inputs X and host targets T (n, n_outputs), summed in float64."""
-    total = 0.0
+    total, X = 0.0, _row_sliceable(X)
     for start, stop in row_chunks(model, X.shape[0]):
         Yhat = _forward_rows(model, X, start, stop)
         total += float(model.ops.loss_sum(loss, Yhat, model.to_device(T[start:stop])))

@@ -148,7 +148,7 @@ def check_fits_dtype(a: Any, dtype: Any, name: str = "X", hint: str | None = Non
     Parameters
     ----------
     a : array
-        A finite numeric array (NumPy, CuPy or another array-API array).
+        A finite numeric array (NumPy, CuPy or another array-API array, or a scipy/cupyx sparse matrix).
     dtype : str or dtype
         The dtype ``a`` will be cast to (the model's).
     name : str
@@ -168,6 +168,9 @@ def check_fits_dtype(a: Any, dtype: Any, name: str = "X", hint: str | None = Non
         the largest value and the limit.
     """
     target = np.dtype(str(dtype)) if not isinstance(dtype, np.dtype) else dtype
+    if is_sparse(a):  # the stored values are all there is to check
+        check_fits_dtype(a.data if a.format in ("csr", "csc", "coo") else a.tocsr().data, target, name, hint)
+        return a
     if _is_host(a):
         bits = 8 * a.dtype.itemsize if a.dtype.kind == "f" else 0
     else:
@@ -210,9 +213,7 @@ def check_inputs(X: Any, n_features: int, name: str = "X", dtype: Any = None) ->
     :func:`check_sparse_inputs`; its stored values are checked against ``dtype``)."""
     if is_sparse(X):
         X = check_sparse_inputs(X, n_features, name)
-        if dtype is not None:
-            check_fits_dtype(X.data if X.format in ("csr", "csc", "coo") else X.tocsr().data, dtype, name)
-        return X
+        return X if dtype is None else check_fits_dtype(X, dtype, name)
     X = as_array(X, name)
     if X.ndim != 2:
         hint = " (use X.reshape(-1, 1) for a single feature)" if X.ndim == 1 else ""

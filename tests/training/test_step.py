@@ -21,9 +21,9 @@ def _spy(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
     calls: list[bool] = []
     real = step.train_step
 
-    def counting(model, ws, batch, losses, update, config, denom):
+    def counting(model, ws, batch, losses, update, config, denom, **kw):
         calls.append(config.fused)
-        return real(model, ws, batch, losses, update, config, denom)
+        return real(model, ws, batch, losses, update, config, denom, **kw)
 
     monkeypatch.setattr(fit, "train_step", counting)
     monkeypatch.setattr(cuda_graph, "train_step", counting)
