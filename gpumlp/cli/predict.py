@@ -12,14 +12,15 @@ import csv
 import io
 import json
 import sys
-from typing import IO
+from collections.abc import Callable
+from typing import IO, Any
 
 import numpy as np
 
 from .._files import atomic_write, check_output_path
-from ..pipeline import predicted_indices, probabilities
+from ..pipeline import Pipeline, predicted_indices, probabilities
 from .bundle import features_of, load_pipeline
-from .datafiles import read_data
+from .datafiles import Table, read_data
 from .errors import EXIT_OK, CLIError, emit
 
 
@@ -51,6 +52,25 @@ def _write_table(path: str | None, columns: list[str], rows: np.ndarray, out: IO
         emit(out, buf.getvalue())
 
 
+def _run(
+    args: argparse.Namespace, want_target: bool, use: Callable[[Pipeline, np.ndarray, Any], Any]
+) -> tuple[Pipeline, Table, Any]:
+    """Load ``args.model``, read ``args.data`` for it and apply ``use(pipe, X_raw, y)``; errors name the file."""
+    pipe = load_pipeline(args.model, args.backend)
+    table = read_data(
+        args.data,
+        args.target,
+        want_target=want_target,
+        known_target=pipe.meta.get("target"),
+        drop=args.drop,
+        delimiter=args.delimiter,
+    )
+    try:
+        return pipe, table, use(pipe, features_of(pipe, table, args.data), table.y)
+    except ValueError as exc:
+        raise CLIError(f"{args.data}: {exc}") from None
+
+
 def cmd_predict(args: argparse.Namespace, out: IO[str]) -> int:
     """Predictions (labels, probabilities or values) for a data file.
 
@@ -74,19 +94,7 @@ def cmd_predict(args: argparse.Namespace, out: IO[str]) -> int:
         neither .csv nor .npy.
     """
     _check_out(args)
-    pipe = load_pipeline(args.model, args.backend)
-    table = read_data(
-        args.data,
-        args.target,
-        want_target=False,
-        known_target=pipe.meta.get("target"),
-        drop=args.drop,
-        delimiter=args.delimiter,
-    )
-    try:
-        raw = pipe.outputs(features_of(pipe, table, args.data))
-    except ValueError as exc:
-        raise CLIError(f"{args.data}: {exc}") from None
+    pipe, table, raw = _run(args, want_target=False, use=lambda pipe, X, _: pipe.outputs(X))
     if pipe.classification:
         if args.proba:
             columns = [f"p_{c}" for c in pipe.classes]
@@ -130,19 +138,7 @@ def cmd_evaluate(args: argparse.Namespace, out: IO[str]) -> int:
         For an unusable model or data file, a label that is not one of the model's classes, or
         regression targets that are not numbers of the model's output width.
     """
-    pipe = load_pipeline(args.model, args.backend)
-    table = read_data(
-        args.data,
-        args.target,
-        want_target=True,
-        known_target=pipe.meta.get("target"),
-        drop=args.drop,
-        delimiter=args.delimiter,
-    )
-    try:
-        result = pipe.evaluate(features_of(pipe, table, args.data), table.y)
-    except ValueError as exc:
-        raise CLIError(f"{args.data}: {exc}") from None
+    pipe, table, result = _run(args, want_target=True, use=lambda pipe, X, y: pipe.evaluate(X, y))
     if args.json:
         print(json.dumps(result, indent=2), file=out)
         return EXIT_OK
