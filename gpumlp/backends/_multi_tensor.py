@@ -6,7 +6,8 @@ tensors' sizes and, per tensor, the device addresses of its parameter, gradient 
 states. The kernels (kernels.cu, "Multi-tensor apply") find each element's tensor by a binary
 search of those sums and apply the per-element arithmetic of the per-parameter kernels, so the
 results are the same bits. Also here: the gradient-norm clip factor of every gradient in two launches
-(its scale goes into the update) and the bias gradient + plain-SGD bias update in one.
+(its scale goes into the update), the bias gradient + plain-SGD bias update in one, and the output
+layer's bias + activation deferred into the one-block output-delta + loss kernel.
 This module never imports CuPy.
 """
 
@@ -26,7 +27,10 @@ class MultiTensorMixin:
     xp: Any
     _bias_fold: tuple[Any, float, bool] | None = None  # (b, alpha, assign) for the next delta + loss kernel
     bias_folded = False  # whether that kernel made the bias update (output_delta_add_bias)
+    _forward_target: Any = None  # the output array whose bias + activation the next affine_activate defers
+    _pending_forward: tuple[Any, Any, str] | None = None  # (Z, b, activation) deferred, not yet made
     _clip_buffers: dict[tuple[str, Any], tuple[Any, Any]]
+    _FUSED_LOSS_MAX: int
     _BLOCK: int
     _CLIP_BLOCKS: int
 
@@ -157,3 +161,54 @@ class MultiTensorMixin:
         rows, cols = Y.shape
         flag = self.xp.int32(0 if self._bias_fold is None else 2 if assign else 1)
         return (b, Y.dtype.type(alpha), self.xp.int64(rows), self.xp.int64(cols), flag)
+
+    # ----- the output layer's bias + activation, made by the delta + loss kernel -------------------
+    def defer_output_activation(self, Z: Any) -> None:
+        """The next ``affine_activate(..., out=Z)`` (the output layer of a device-loop step) makes
+        only the GEMM where the one-block delta + loss kernel can take Z; that kernel then makes
+        Z ← g(Z + b) first (the same bits as the bias + activation kernel), one launch fewer. Any
+        other op that reads Z first launches the bias + activation on its own (:meth:`flush_forward`).
+        ``None``: defer nothing, and drop what is deferred (a step that failed half-way)."""
+        self._forward_target, self._pending_forward = Z, None
+
+    def _defers(self, out: Any, b: Any, activation: str) -> bool:
+        """Whether ``affine_activate`` into ``out`` leaves its bias + activation to the delta kernel
+        (then it is recorded as pending)."""
+        if out is None or out is not self._forward_target:
+            return False
+        self._forward_target = None
+        fits = out.ndim == 2 and 0 < out.size <= self._FUSED_LOSS_MAX and b.shape == out.shape[1:]
+        if not (fits and self._fits(out, b)):
+            return False
+        self._pending_forward = (out, b, activation)
+        return True
+
+    def _take_forward(self, Y: Any, activation: str) -> tuple[Any, Any, str] | None:
+        """The deferred bias + activation of ``Y`` (taken: the caller makes it), or None (anything
+        else deferred is launched first)."""
+        pending = self._pending_forward
+        if pending is not None and (pending[0] is not Y or pending[2] != activation):
+            self.flush_forward()
+            return None
+        self._pending_forward = None
+        return pending
+
+    def flush_forward(self, pending: tuple[Any, Any, str] | None = None) -> None:
+        """Launch the deferred bias + activation (``pending``, else the one still deferred) on its own."""
+        if pending is None:
+            pending, self._pending_forward = self._pending_forward, None
+        if pending is None:
+            return
+        Z, b, activation = pending
+        rows, cols = Z.shape
+        i64 = self.xp.int64
+        if activation == "softmax":
+            self._rowwise("bias_softmax", Z.dtype, rows, Z, b, i64(rows), i64(cols))
+        else:
+            self._elementwise(f"bias_act_{activation}", Z.dtype, Z.size, Z, b, i64(Z.size), i64(cols))
+
+    def _forward_args(self, Y: Any, pending: tuple[Any, Any, str] | None) -> tuple[Any, ...]:
+        """The forward arguments of the delta + loss kernel: (bias, 1) for a deferred bias + activation."""
+        if pending is None:
+            return (self._unit(Y.dtype), self.xp.int32(0))
+        return (pending[1], self.xp.int32(1))

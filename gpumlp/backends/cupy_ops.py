@@ -160,14 +160,10 @@ class CupyOps(MultiTensorMixin, InplaceOps):
             return super().affine_activate(X, W, b, activation, out)
         if out is None:
             out = self.xp.empty((X.shape[0], W.shape[1]), dtype=self.xp.result_type(X, W))
+        self.flush_forward()
         out = self.gemm(X, W, out=out)
-        b = self._contiguous(b, out.dtype)
-        rows, cols = out.shape
-        i64 = self.xp.int64
-        if activation == "softmax":
-            self._rowwise("bias_softmax", out.dtype, rows, out, b, i64(rows), i64(cols))
-        else:
-            self._elementwise(f"bias_act_{activation}", out.dtype, out.size, out, b, i64(out.size), i64(cols))
+        if not self._defers(out, b, activation):  # else made by the output-delta kernel (defer_output_activation)
+            self.flush_forward((out, self._contiguous(b, out.dtype), activation))
         return out
 
     def backprop_activation(self, activation: str, Z: Any, D: Any, consume_z: bool = False) -> Any:
@@ -180,8 +176,10 @@ class CupyOps(MultiTensorMixin, InplaceOps):
 
     def output_delta(self, activation: str, loss: str, Y: Any, T: Any, scale: float, out: Any = None) -> Any:
         pending, self._pending_loss = self._pending_loss, None
+        forward = self._take_forward(Y, activation)  # Y's deferred bias + activation, or None
         known = loss in CUDA_LOSS and (activation in CUDA_DERIVATIVE or activation == "softmax")
         if not known or Y.ndim != 2 or (out is not None and not self._fits(out, Y)):
+            self.flush_forward(forward)
             self._flush_loss(pending)
             return super().output_delta(activation, loss, Y, T, scale, out)
         Y = self._contiguous(Y)
@@ -194,9 +192,11 @@ class CupyOps(MultiTensorMixin, InplaceOps):
         if pending is not None and not rowwise and pending[:3] == (loss, Y, T) and Y.size <= self._FUSED_LOSS_MAX:
             counter = pending[4] if pending[4] is not None else self._unit(self.xp.int32)
             args = (out, Y, T, s, i64(Y.size), pending[3], counter, self.xp.int32(pending[4] is not None))
-            self._kernel(f"delta_loss_{activation}_{loss}", Y.dtype)((1,), (self._BLOCK,), args + self._bias_args(Y))
+            args += self._bias_args(Y) + self._forward_args(Y, forward)
+            self._kernel(f"delta_loss_{activation}_{loss}", Y.dtype)((1,), (self._BLOCK,), args)
             self.advanced, self.bias_folded = pending[4], self._bias_fold is not None
             return out
+        self.flush_forward(forward)
         self._flush_loss(pending)
         if rowwise:
             self._rowwise(name, Y.dtype, Y.shape[0], out, Y, T, s, i64(Y.shape[0]), i64(Y.shape[1]))
@@ -205,6 +205,7 @@ class CupyOps(MultiTensorMixin, InplaceOps):
         return out
 
     def loss_sum(self, loss: str, Y: Any, T: Any) -> Any:
+        self.flush_forward()
         if loss not in CUDA_LOSS or str(Y.dtype) not in CUDA_SCALAR:
             return super().loss_sum(loss, Y, T)
         out = self.xp.empty((), dtype=Y.dtype)
@@ -281,6 +282,7 @@ class CupyOps(MultiTensorMixin, InplaceOps):
     def add_loss_sum(self, loss: str, Y: Any, T: Any, total: Any) -> None:
         """total += Σ_n ℓ(Ŷ_n, T_n), in place on the 0-d device array ``total`` (float64: the
         batch's sum is made in Y's dtype, then added in float64)."""
+        self.flush_forward()
         Y = self._contiguous(Y)
         T = self._contiguous(T, Y.dtype)
         if str(total.dtype) != "float64":
@@ -308,8 +310,11 @@ class CupyOps(MultiTensorMixin, InplaceOps):
             self.add_loss_sum(loss, Y, T, total)
 
     def flush_loss_sum(self) -> None:
-        """Add a loss sum deferred by :meth:`defer_loss_sum` that no output delta has made yet."""
+        """Add a loss sum deferred by :meth:`defer_loss_sum` that no output delta has made yet (and
+        a bias + activation deferred by :meth:`defer_output_activation`; that deferral ends here)."""
         pending, self._pending_loss = self._pending_loss, None
+        self.flush_forward()
+        self._forward_target = None
         self._flush_loss(pending)
 
     def _flush_loss(self, pending: tuple[str, Any, Any, Any, Any] | None) -> None:

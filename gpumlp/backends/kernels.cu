@@ -57,10 +57,8 @@ __device__ __forceinline__ T block_sum_256(T s) {
     return part[0];
 }
 
-/* Z = softmax(Z + b) row by row, one warp per row (the row max is subtracted first). */
-extern "C" __global__ void bias_softmax(T* z, const T* b, long long rows, long long cols) {
-    WARP_ROW(rows)
-    T* zr = z + row * cols;
+/* One row zr = softmax(zr + b), by the 32 lanes of one warp (the row max is subtracted first). */
+__device__ __forceinline__ void softmax_row(T* zr, const T* b, long long cols, int lane) {
     T m = NEG_INF;
     for (long long j = lane; j < cols; j += 32) { T a = zr[j] + b[j]; zr[j] = a; m = a > m ? a : m; }
     m = warp_max(m);
@@ -68,6 +66,19 @@ extern "C" __global__ void bias_softmax(T* z, const T* b, long long rows, long l
     for (long long j = lane; j < cols; j += 32) { T e = exp(zr[j] - m); zr[j] = e; s += e; }
     s = warp_sum(s);
     for (long long j = lane; j < cols; j += 32) zr[j] = zr[j] / s;
+}
+
+/* Z = softmax(Z + b) row by row, one warp per row. */
+extern "C" __global__ void bias_softmax(T* z, const T* b, long long rows, long long cols) {
+    WARP_ROW(rows)
+    softmax_row(z + row * cols, b, cols, lane);
+}
+
+/* bias_softmax by the warps of one block (warp w takes rows w, w + warps, ...): the output layer's
+   forward inside the one-block delta + loss kernel, the same bits. */
+__device__ __forceinline__ void block_bias_act_softmax(T* z, const T* b, long long rows, long long cols) {
+    for (long long row = threadIdx.x >> 5; row < rows; row += blockDim.x >> 5)
+        softmax_row(z + row * cols, b, cols, threadIdx.x & 31);
 }
 
 /* Column sums of D (rows, cols): the bias gradient. Block (32, 8), one column per x-thread. */
@@ -307,6 +318,12 @@ extern "C" __global__ void bias_act_{{ACT}}(T* z, const T* b, long long n, long 
         GRID_STRIDE(i, n) z[i] = act_{{ACT}}(z[i] + b[i % cols]);
     }
 }
+/* bias_act_{{ACT}} by the threads of one block (the output layer's forward inside the one-block delta + loss
+   kernel, the same bits). */
+__device__ __forceinline__ void block_bias_act_{{ACT}}(T* z, const T* b, long long rows, long long cols) {
+    const long long n = rows * cols;
+    for (long long i = threadIdx.x; i < n; i += blockDim.x) z[i] = act_{{ACT}}(z[i] + b[i % cols]);
+}
 /* D ← D ⊙ g'(A) (backprop_{{ACT}}), then b[c] ← b[c] + alpha · Σ_r D[r, c] (col_sum_axpy; assign: b[c] ← Σ_r
    D[r, c], col_sum): the activation backward and the layer's bias gradient (+ plain-SGD bias update) in one
    launch, the same bits. Block (32, 8). */
@@ -355,11 +372,19 @@ extern "C" __global__ void loss_{{LOSS}}(const T* ys, const T* ts, long long n, 
 //@begin delta_loss
 /* The output delta of delta_{{ACT}}_{{LOSS}} and the batch's loss sum in one pass: total[0] (float64, the
    epoch's sum) += factor · Σ term(Ŷ, T), (bump) counter[0] += 1, and the layer's bias gradient 1ᵀD
-   (D is rows x cols): with_bias 1, the plain-SGD update bias += alpha · 1ᵀD; 2, bias = 1ᵀD. One block of 256 threads, the loss summed in the order of
-   loss_{{LOSS}} (so both give the same bits); for outputs small enough that one block is not the bottleneck. */
-extern "C" __global__ void delta_loss_{{ACT}}_{{LOSS}}(T* d, const T* ys, const T* ts, T scale, long long n,
+   (D is rows x cols): with_bias 1, the plain-SGD update bias += alpha · 1ᵀD; 2, bias = 1ᵀD. With forward 1 the
+   kernel first makes Ŷ itself from the output layer's pre-activation in ys: Ŷ = g(ys + fb) in place
+   (bias_act_{{ACT}} or bias_softmax, the same bits; fb is read before any bias update). One block of 256
+   threads, the loss summed in the order of loss_{{LOSS}} (so both give the same bits); for outputs small
+   enough that one block is not the bottleneck. */
+extern "C" __global__ void delta_loss_{{ACT}}_{{LOSS}}(T* d, T* ys, const T* ts, T scale, long long n,
                                                      double* total, int* counter, int bump, T* bias, T alpha,
-                                                     long long rows, long long cols, int with_bias) {
+                                                     long long rows, long long cols, int with_bias,
+                                                     const T* fb, int forward) {
+    if (forward) {
+        block_bias_act_{{ACT}}(ys, fb, rows, cols);
+        __syncthreads();
+    }
     T s = 0;
     for (long long i = threadIdx.x; i < n; i += blockDim.x) {
         const T y = ys[i], t = ts[i], yc = clip01(y);

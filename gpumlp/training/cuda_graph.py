@@ -106,6 +106,7 @@ class DeviceBatches:
     def fill(self, ws: Any) -> None:
         self.ops.advanced = None
         self.ops.gather_batch(self.X, self.T, self.perm, self.step, self.batch_size, ws.Z[0], ws.T)
+        self.ops.defer_output_activation(ws.Z[-1])  # the output delta + loss kernel makes Ŷ = g(A_L + b_L)
 
     def advance(self) -> None:
         """step[0] += 1: done already by the output delta + loss kernel where it ran (no launch of
@@ -277,16 +278,8 @@ class DeviceLoop:
         arrays = [X, T, *model.params, *(a for state in opt.state.values() for a in state)]
         for ws in workspaces:
             arrays += [*ws.Z, *ws.D[1:], ws.T, *ws.flat_grad_list()]
-        values = (
-            X.shape,
-            T.shape,
-            config.loss,
-            config.l2,
-            config.clip_norm,
-            tr.batch_size,
-            opt.name,
-            tuple(sorted(opt.hyper().items())),
-        )
+        hyper = tuple(sorted(opt.hyper().items()))
+        values = (X.shape, T.shape, config.loss, config.l2, config.clip_norm, tr.batch_size, opt.name, hyper)
         old = self._bound
         if (
             old is not None
@@ -327,7 +320,11 @@ class DeviceLoop:
     def _record_step(self, rows: int) -> None:
         """Batch number step[0], through the one train_step; nothing here reads the device."""
         model = self.model
-        train_step(model, model.workspace(rows), self.batches, self.losses, self.update, self.config, rows)
+        try:
+            train_step(model, model.workspace(rows), self.batches, self.losses, self.update, self.config, rows)
+        except BaseException:
+            self.ops.defer_output_activation(None)  # nothing deferred outlives a failed step
+            raise
 
     def _enqueue_step(self, rows: int) -> None:
         """One step launched from Python (checked against the epoch's length first)."""
