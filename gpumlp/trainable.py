@@ -57,6 +57,7 @@ class Trainable:
         resume: str | os.PathLike[str] | Checkpoint | None = None,
         cuda_graph: bool | str = False,
         allow_tf32: bool = False,
+        compiled: bool | str = "auto",
     ) -> dict[str, list[float]]:
         """Train by minibatch gradient descent and return the per-epoch history.
 
@@ -102,6 +103,8 @@ class Trainable:
             Show a tqdm progress bar (on rank 0).
         callbacks : sequence of callables
             Each called as ``cb(model, epoch, logs)`` after every epoch; one that returns True stops.
+            ``logs`` holds "loss", "time" (seconds), "val_loss" with validation data, and "loop":
+            which loop ran the epoch ("eager", "compiled", or the CUDA device loop's name).
         comm : "mpi", mpi4py communicator or gpumlp.distributed.Group, optional
             Train data-parallel across MPI ranks, equal to one process with the same ``batch_size``;
             every rank passes the same data and settings (docs/distributed.md).
@@ -122,6 +125,13 @@ class Trainable:
             Capture each train step as a CUDA graph and replay it (CuPy only; "auto": where it can).
         allow_tf32 : bool
             Let float32 matmuls use TF32 tensor cores (CuPy only; about 3 fewer significant digits).
+        compiled : bool or "auto"
+            Run each epoch as one numba-compiled function (NumPy only, numba from the ``fast`` extra;
+            gpumlp.training.compiled_epoch): same batches and results as the step-by-step loop to
+            rounding, much faster for small networks. "auto": where it can run, batch_size × the
+            number of parameters ≤ 150 000 and the fit is long enough to pay back numba's 1–2 s
+            start-up (or numba is already loaded); True: always (ValueError where it cannot run);
+            False: never. ``GPUMLP_JIT=0`` turns numba off everywhere.
 
         Returns
         -------
@@ -167,6 +177,7 @@ class Trainable:
             resume=resume,
             cuda_graph=cuda_graph,
             allow_tf32=allow_tf32,
+            compiled=compiled,
         )
 
 

@@ -21,6 +21,7 @@ from ..checkpoint import Checkpoint, apply_checkpoint, check_checkpoint_path, lo
 from ..optimizers import Optimizer, make_optimizer
 from ..validation import check_bool, check_number
 from ..workspace import Workspace
+from .compiled_epoch import compiled_loop
 from .cuda_graph import device_loop
 from .distributed import Reducer, make_reducer
 from .fused import can_fuse
@@ -218,6 +219,7 @@ def fit(
     resume: str | os.PathLike[str] | Checkpoint | None,
     cuda_graph: bool | str,
     allow_tf32: bool,
+    compiled: bool | str,
 ) -> dict[str, list[float]]:
     """Train ``model`` by minibatch gradient descent and return the per-epoch history.
 
@@ -235,7 +237,7 @@ def fit(
         The data, as for :meth:`gpumlp.MLP.fit`.
     loss, optimizer, lr, momentum, nesterov, l2, epochs, batch_size, shuffle, validation_data, \
 early_stopping, patience, seed, progress, callbacks, comm, clip_norm, divergence_threshold, \
-checkpoint, checkpoint_every, resume, cuda_graph, allow_tf32
+checkpoint, checkpoint_every, resume, cuda_graph, allow_tf32, compiled
         Keyword-only, all required: the settings documented at :meth:`gpumlp.MLP.fit`.
 
     Returns
@@ -306,6 +308,9 @@ checkpoint, checkpoint_every, resume, cuda_graph, allow_tf32
         best = math.inf if ck.best_loss is None else ck.best_loss
         best_snap = None if ck.best_weights is None else [model.to_device(a) for a in ck.best_weights]
         waited, start = ck.waited, ck.epoch
+    if trainer.device_loop is None:  # the compiled CPU epoch of small networks (training.compiled_epoch)
+        trainer.device_loop = compiled_loop(trainer, compiled, int(Xd.shape[0]), max(epochs - start, 0))
+    loop_name = "eager" if trainer.device_loop is None else getattr(trainer.device_loop, "name", "device")
     callbacks = list(callbacks)
     if progress and reducer.is_root:
         from ..progress import ProgressBar
@@ -326,7 +331,7 @@ checkpoint, checkpoint_every, resume, cuda_graph, allow_tf32
                 model.history = history
                 raise _divergence_error(epoch, steps, why, train_loss, good, history, opt.lr, path)
             history["loss"].append(train_loss)
-            logs: dict[str, float] = {"loss": train_loss, "time": time.perf_counter() - t0}
+            logs: dict[str, Any] = {"loss": train_loss, "time": time.perf_counter() - t0, "loop": loop_name}
             if val is not None:
                 logs["val_loss"] = trainer.evaluate(*val)
                 history["val_loss"].append(logs["val_loss"])
