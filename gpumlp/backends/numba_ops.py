@@ -129,11 +129,11 @@ class NumbaOps(NumpyOps):
             return super().affine_activate(X, W, b, activation, out)
         act = k.ACT[activation]
         if out.size >= self.gemm_update_min_size and _blas.accepts(out, X, W):
-            np.copyto(out, b)  # the bias rides in the GEMM (β = 1), as in NumpyOps; then g alone
+            self.xp.copyto(out, b)  # the bias rides in the GEMM (β = 1), as in NumpyOps; then g alone
             _blas.gemm_into(out, X, W, 1.0, 1.0)
             k.bias_act(out, out[0], False, act)
         else:
-            np.matmul(X, W, out=out)
+            self.xp.matmul(X, W, out=out)
             k.bias_act(out, b, True, act)
         return out
 
