@@ -208,3 +208,26 @@ def test_a_callback_that_changes_the_learning_rate_takes_effect_next_epoch():
         m.fit(X, Y, optimizer=opt, epochs=4, batch_size=8, seed=1, compiled=compiled, callbacks=[slow_down])
         models.append(m)
     check(*models, "float64")
+
+
+def test_gpumlp_jit_1_loads_numba_for_any_fit_and_gpumlp_jit_0_for_none(monkeypatch):
+    monkeypatch.setenv("GPUMLP_JIT", "1")
+    monkeypatch.setattr(numba_ops, "kernels_loaded", lambda: False)
+    m = gm.MLP([4, 16, 3], "relu", "softmax", backend="numpy", seed=0)
+    trainer = gm.training.Trainer(m, "cross_entropy", SGD(0.1), 0.0, 16, True, m.rng)
+    assert compiled_epoch.compiled_loop(trainer, "auto", 150, 1) is not None
+    monkeypatch.setenv("GPUMLP_JIT", "0")
+    assert compiled_epoch.compiled_loop(trainer, "auto", 150, 3000) is None
+    with pytest.raises(ValueError, match="compiled=True is turned off by GPUMLP_JIT=0"):
+        compiled_epoch.compiled_loop(trainer, True, 150, 1)
+
+
+def test_numbaops_kernels_load_only_for_fits_long_enough_to_pay_back(monkeypatch):
+    monkeypatch.delenv("GPUMLP_JIT", raising=False)
+    calls = []
+    real = numba_ops.load_kernels
+    monkeypatch.setattr(numba_ops, "load_kernels", lambda: calls.append(1) or real())
+    m = gm.MLP([784, 256, 10], "relu", "softmax", backend=Backend(np, numba_ops.NumbaOps(np)), seed=0)
+    trainer = gm.training.Trainer(m, "cross_entropy", SGD(0.1), 0.0, 128, True, m.rng)
+    assert compiled_epoch.compiled_loop(trainer, "auto", 1000, 1) is None and not calls  # about 0.03 s of fit
+    assert compiled_epoch.compiled_loop(trainer, "auto", 60000, 10) is None and calls  # about 50 s: load
