@@ -39,6 +39,8 @@ PAYBACK_S = 2.0  # estimated seconds of plain loop from which "auto" loads numba
 KERNELS_PAYBACK_S = 10.0  # ... and from which fit loads the NumbaOps kernels
 _STEP_S = 80e-6  # Python's cost of one NumPy step (measured 60-160 µs on 2 cores)
 _FLOP_S = 1e-10  # seconds per flop of a step's GEMMs (10 GFLOP/s, 2 cores)
+_ACTIVATIONS = ("identity", "relu", "sigmoid", "tanh", "softmax")  # what run_epoch knows (its ACT codes)
+_LOSSES = ("mse", "binary_cross_entropy", "cross_entropy")
 
 
 def n_params(model: Any) -> int:
@@ -63,6 +65,9 @@ def compiled_unsupported(trainer: Any, loss: str) -> str | None:
         return "does not support distributed training (comm=...)"
     if type(trainer.optimizer) not in (SGD, Adam):
         return f"supports the built-in optimizers 'sgd' and 'adam' only; got {type(trainer.optimizer).__name__}"
+    unknown = [a for a in model.activations if a not in _ACTIVATIONS] + ([loss] if loss not in _LOSSES else [])
+    if unknown:
+        return f"does not know {', '.join(map(repr, unknown))}"
     if numba_ops.numba_version() is None:
         return "needs numba: pip install gpumlp[fast]"
     if numba_ops.jit_setting() == "0":

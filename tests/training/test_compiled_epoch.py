@@ -231,3 +231,19 @@ def test_numbaops_kernels_load_only_for_fits_long_enough_to_pay_back(monkeypatch
     trainer = gm.training.Trainer(m, "cross_entropy", SGD(0.1), 0.0, 128, True, m.rng)
     assert compiled_epoch.compiled_loop(trainer, "auto", 1000, 1) is None and not calls  # about 0.03 s of fit
     assert compiled_epoch.compiled_loop(trainer, "auto", 60000, 10) is None and calls  # about 50 s: load
+
+
+def test_checkpoint_and_resume_on_the_compiled_path_equal_one_uninterrupted_run(tmp_path):
+    X, Y = data([3, 8, 3], "labels")
+    path = tmp_path / "ck.npz"
+    kw = {"optimizer": "adam", "lr": 0.02, "batch_size": 8, "seed": 4, "compiled": True}
+    straight = gm.MLP([3, 8, 3], "relu", "softmax", dtype="float64", backend="numpy", seed=3)
+    straight.fit(X, Y, epochs=4, **kw)
+    first = gm.MLP([3, 8, 3], "relu", "softmax", dtype="float64", backend="numpy", seed=3)
+    first.fit(X, Y, epochs=2, checkpoint=path, **kw)
+    resumed = gm.MLP([3, 8, 3], "relu", "softmax", dtype="float64", backend="numpy", seed=3)
+    resumed.fit(X, Y, epochs=4, resume=path, **{k: v for k, v in kw.items() if k != "seed"})
+    for (Wa, ba), (Wb, bb) in zip(straight.get_weights(), resumed.get_weights()):
+        np.testing.assert_array_equal(Wb, Wa)
+        np.testing.assert_array_equal(bb, ba)
+    assert resumed.history["loss"] == straight.history["loss"]
