@@ -101,10 +101,10 @@ def kernels_loaded() -> bool:
 def jit_info() -> str:
     """One line for :func:`gpumlp.backend_info`: whether the numba kernels run, and why (not)."""
     version = numba_version()
+    if jit_setting() == "0":
+        return f"off: {ENV_JIT}=0" + ("" if version is None else f" (numba {version} installed)")
     if version is None:
         return "off: numba is not installed (pip install gpumlp[fast])"
-    if jit_setting() == "0":
-        return f"off: {ENV_JIT}=0 (numba {version} installed)"
     if _failure:
         return f"off: numba {version} failed to load ({_failure[0]})"
     if _kernels:
