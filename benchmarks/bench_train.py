@@ -1,10 +1,15 @@
 """CPU training benchmark: one epoch, float32, plain SGD (lr 0.01), softmax + cross-entropy.
 
 For each configuration (see common.CONFIGS) it times, in one run and round-robin:
-  floor    only the matrix multiplies one epoch needs (numpy matmul into preallocated out=)
-  gpumlp   gpumlp.MLP(...).fit(..., epochs=1) on the numpy backend
-  torch    PyTorch CPU eager: nn.Sequential + CrossEntropyLoss + optim.SGD   (optional)
-  sklearn  scikit-learn MLPClassifier.partial_fit, solver sgd, momentum 0    (optional)
+  floor     only the matrix multiplies one epoch needs (numpy matmul into preallocated out=)
+  gpumlp    gpumlp.MLP(...).fit(..., epochs=1, compiled=False) on plain NumpyOps (no numba)
+  numba     the same on NumbaOps with its numba kernels loaded                  (optional: fast extra)
+  compiled  fit(..., compiled=True): the whole epoch in one numba function; only where
+            fit(compiled="auto") would choose it (batch x params <= 150000)   (optional: fast extra)
+  jax-scan  JAX, the epoch as one jitted lax.scan (benchmarks/peers_jax.py)   (optional)
+  jax-step  JAX, one jitted train step per batch                              (optional)
+  torch     PyTorch CPU eager: nn.Sequential + CrossEntropyLoss + optim.SGD   (optional)
+  sklearn   scikit-learn MLPClassifier.partial_fit, solver sgd, momentum 0    (optional)
 and reports samples/s (median of the repeats) and the ratio to the floor. For `wide` it also
 measures the peak RSS of one gpumlp (and torch) epoch in a fresh subprocess.
 
@@ -42,9 +47,10 @@ sys.path.insert(1, os.path.dirname(os.path.dirname(os.path.abspath(__file__)))) 
 
 import common  # noqa: E402
 import numpy as np  # noqa: E402
+import peers_jax  # noqa: E402
 from common import CONFIGS, QUICK_SAMPLES, Config  # noqa: E402
 
-IMPLS = ("floor", "gpumlp", "torch", "sklearn")
+IMPLS = ("floor", "gpumlp", "numba", "compiled", "jax-scan", "jax-step", "torch", "sklearn")
 LR = 0.01
 
 
@@ -60,26 +66,62 @@ def setup_floor(cfg: Config, X, y, seed):
     return common.gemm_floor(cfg, np, "float32", seed), "matmul only, out= buffers"
 
 
-def setup_gpumlp(cfg: Config, X, y, seed):
+def _gpumlp_model(cfg: Config, seed, ops_name: str):
     try:
         import gpumlp as gm
-
-        _ = gm.MLP
+        from gpumlp.backends import Backend, numba_ops
+        from gpumlp.backends.numpy_ops import NumpyOps
     except (ImportError, AttributeError) as e:
         raise Unavailable(f"gpumlp not importable: {e}") from e
+    if ops_name == "NumpyOps":
+        ops = NumpyOps(np)
+    else:
+        if numba_ops.load_kernels() is None:
+            raise Unavailable(f"numba kernels unavailable: {numba_ops.jit_info()}")
+        ops = numba_ops.NumbaOps(np)
     model = gm.MLP(
         list(cfg.sizes),
         hidden_activation="relu",
         output_activation="softmax",
         dtype="float32",
-        backend="numpy",
+        backend=Backend(np, ops),
         seed=seed,
     )
+    return gm, model
 
-    def run_epoch():
-        model.fit(X, y, loss="cross_entropy", optimizer="sgd", lr=LR, epochs=1, batch_size=cfg.batch_size, shuffle=True)
 
-    return run_epoch, f"gpumlp {getattr(gm, '__version__', '?')}, backend numpy"
+def _gpumlp_setup(ops_name: str, compiled: bool):
+    def setup(cfg: Config, X, y, seed):
+        gm, model = _gpumlp_model(cfg, seed, ops_name)
+        if compiled:
+            from gpumlp.training import compiled_epoch
+
+            work = cfg.batch_size * compiled_epoch.n_params(model)
+            if work > compiled_epoch.MAX_WORK:
+                raise Unavailable(
+                    f"not run: batch x params = {work:,} > {compiled_epoch.MAX_WORK:,}, auto never picks it"
+                )
+
+        def run_epoch():
+            model.fit(
+                X, y, loss="cross_entropy", optimizer="sgd", lr=LR, epochs=1, batch_size=cfg.batch_size, shuffle=True,
+                compiled=compiled,
+            )  # fmt: skip
+
+        what = "compiled epoch" if compiled else ops_name
+        return run_epoch, f"gpumlp {getattr(gm, '__version__', '?')}, numpy, {what}"
+
+    return setup
+
+
+def _jax_setup(fn):
+    def setup(cfg: Config, X, y, seed):
+        try:
+            return fn(cfg, X, y, seed, LR)
+        except peers_jax.Unavailable as e:
+            raise Unavailable(str(e)) from e
+
+    return setup
 
 
 def setup_torch(cfg: Config, X, y, seed):
@@ -147,7 +189,16 @@ def setup_sklearn(cfg: Config, X, y, seed):
     return run_epoch, note
 
 
-SETUPS = {"floor": setup_floor, "gpumlp": setup_gpumlp, "torch": setup_torch, "sklearn": setup_sklearn}
+SETUPS = {
+    "floor": setup_floor,
+    "gpumlp": _gpumlp_setup("NumpyOps", compiled=False),
+    "numba": _gpumlp_setup("NumbaOps", compiled=False),
+    "compiled": _gpumlp_setup("NumbaOps", compiled=True),
+    "jax-scan": _jax_setup(peers_jax.setup_jax_scan),
+    "jax-step": _jax_setup(peers_jax.setup_jax_step),
+    "torch": setup_torch,
+    "sklearn": setup_sklearn,
+}
 
 
 # --------------------------------------------------------------------------- memory (subprocess)
@@ -305,16 +356,23 @@ def target_lines(rows: list[dict], memory: list[dict]) -> list[str]:
         ok = "met" if value >= goal else "MISSED"
         out.append(f"{label}: {fmt.format(value)} (target >= {goal}) {ok}")
 
-    g = lambda c: get.get((c, "gpumlp"))  # noqa: E731
-    t = lambda c: get.get((c, "torch"))  # noqa: E731
+    def g(c):  # gpumlp's fastest row for config c (plain, numba kernels or compiled epoch)
+        mine = [get[(c, i)] for i in ("gpumlp", "numba", "compiled") if (c, i) in get]
+        return max(mine, key=lambda r: r["samples_per_s"]) if mine else None
+
+    scan = lambda c: get.get((c, "jax-scan"))  # noqa: E731
     if g("mnist"):
-        check("mnist gpumlp / floor", g("mnist")["ratio"], 0.85)
-        if t("mnist"):
-            check("mnist gpumlp / torch", g("mnist")["samples_per_s"] / t("mnist")["samples_per_s"], 1.5)
+        check(f"mnist gpumlp ({g('mnist')['impl']}) / floor", g("mnist")["ratio"], 0.85)
+        if scan("mnist"):
+            check("mnist gpumlp / jax-scan", g("mnist")["samples_per_s"] / scan("mnist")["samples_per_s"], 1.0)
     if g("wide"):
-        check("wide  gpumlp / floor", g("wide")["ratio"], 0.95)
-    if g("tiny") and t("tiny"):
-        check("tiny  gpumlp / torch", g("tiny")["samples_per_s"] / t("tiny")["samples_per_s"], 5.0)
+        check(f"wide  gpumlp ({g('wide')['impl']}) / floor", g("wide")["ratio"], 0.95)
+    if g("tiny") and scan("tiny"):
+        check(
+            f"tiny  gpumlp ({g('tiny')['impl']}) / jax-scan",
+            g("tiny")["samples_per_s"] / scan("tiny")["samples_per_s"],
+            1.0,
+        )
     for m in memory:
         if m["impl"] == "gpumlp" and "ratio" in m:
             ok = "met" if m["ratio"] <= 1.3 else "MISSED"

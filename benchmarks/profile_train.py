@@ -6,7 +6,7 @@ a call), and compares the GEMMs with the GEMM floor. For a sampling profile of t
 
     py-spy record -r 500 -o mnist.svg -- python benchmarks/profile_train.py mnist --epochs 10
 
-Usage: python benchmarks/profile_train.py [mnist|wide|tiny] [--epochs N]
+Usage: python benchmarks/profile_train.py [mnist|wide|tiny] [--epochs N] [--ops numpy|numba]
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ import numpy as np  # noqa: E402
 
 import gpumlp as gm  # noqa: E402
 from gpumlp import validation  # noqa: E402
-from gpumlp.backends import _blas  # noqa: E402
+from gpumlp.backends import Backend, NumpyOps, _blas, numba_ops  # noqa: E402
 
 KERNELS = (
     "affine_activate",
@@ -46,11 +46,20 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("config", nargs="?", default="mnist", choices=sorted(common.CONFIGS))
     p.add_argument("--epochs", type=int, default=4, help="timed fit(epochs=1) calls (default 4)")
+    p.add_argument("--ops", choices=("numpy", "numba"), default="numba", help="NumpyOps, or NumbaOps with its kernels")
     args = p.parse_args()
     cfg = common.CONFIGS[args.config]
     X, y = common.make_data(cfg)
+    if args.ops == "numba" and numba_ops.load_kernels() is None:
+        raise SystemExit(f"--ops numba: {numba_ops.jit_info()}")
+    ops = numba_ops.NumbaOps(np) if args.ops == "numba" else NumpyOps(np)
     model = gm.MLP(
-        list(cfg.sizes), hidden_activation="relu", output_activation="softmax", dtype="float32", backend="numpy", seed=0
+        list(cfg.sizes),
+        hidden_activation="relu",
+        output_activation="softmax",
+        dtype="float32",
+        backend=Backend(np, ops),
+        seed=0,
     )
 
     spent: dict[str, float] = collections.defaultdict(float)
@@ -81,7 +90,9 @@ def main() -> int:
     model.ops.xp = _Clocked()
 
     def fit():
-        model.fit(X, y, loss="cross_entropy", optimizer="sgd", lr=0.01, epochs=1, batch_size=cfg.batch_size)
+        model.fit(
+            X, y, loss="cross_entropy", optimizer="sgd", lr=0.01, epochs=1, batch_size=cfg.batch_size, compiled=False
+        )
 
     floor = common.gemm_floor(cfg)
     fit(), floor()
@@ -95,7 +106,7 @@ def main() -> int:
     gemm_s = per.get("  of which numpy.matmul", 0.0) + per.get("  of which BLAS calls", 0.0)
     print(
         f"{cfg.name}: {'-'.join(map(str, cfg.sizes))}, batch {cfg.batch_size}, {cfg.n_samples} samples, "
-        f"{cfg.n_steps} steps; BLAS threads: {_threads()}"
+        f"{cfg.n_steps} steps; {type(ops).__name__}; BLAS threads: {_threads()}"
     )
     print(f"fit(epochs=1): {total:.4f} s; GEMM floor {floor_s:.4f} s (ratio {floor_s / total:.3f})")
     print(

@@ -59,6 +59,7 @@ class Trainable:
         allow_tf32: bool = False,
         sample_weight: Any = None,
         l2_per_sample: bool = False,
+        compiled: bool | str = "auto",
     ) -> dict[str, list[float]]:
         """Train by minibatch gradient descent and return the per-epoch history.
 
@@ -112,6 +113,8 @@ class Trainable:
             Show a tqdm progress bar (on rank 0).
         callbacks : sequence of callables
             Each called as ``cb(model, epoch, logs)`` after every epoch; one that returns True stops.
+            ``logs`` holds "loss", "time" (seconds), "val_loss" with validation data, and "loop":
+            which loop ran the epoch ("eager", "compiled", or the CUDA device loop's name).
         comm : "mpi", mpi4py communicator or gpumlp.distributed.Group, optional
             Train data-parallel across MPI ranks, equal to one process with the same ``batch_size``;
             every rank passes the same data and settings (docs/distributed.md).
@@ -145,6 +148,13 @@ class Trainable:
             (λ/2B) Σ‖W_l‖² at the weights it saw is added to its loss before its update; the epoch
             loss is the row-weighted mean of these batch losses (scikit-learn's ``loss_curve_``).
             Runs the eager loop when ``l2`` > 0.
+        compiled : bool or "auto"
+            Run each epoch as one numba-compiled function (NumPy only, numba from the ``fast`` extra;
+            gpumlp.training.compiled_epoch): same batches and results as the step-by-step loop to
+            rounding, much faster for small networks. "auto": where it can run, batch_size × the
+            number of parameters ≤ 150 000 and the fit is long enough to pay back numba's 1–2 s
+            start-up (or numba is already loaded); True: always (ValueError where it cannot run);
+            False: never. ``GPUMLP_JIT=0`` turns numba off everywhere.
 
         Returns
         -------
@@ -192,6 +202,7 @@ class Trainable:
             allow_tf32=allow_tf32,
             sample_weight=sample_weight,
             l2_per_sample=l2_per_sample,
+            compiled=compiled,
         )
 
 

@@ -1,16 +1,16 @@
 #!/usr/bin/env bash
-# CPU training benchmark: GEMM floor, gpumlp, PyTorch eager, scikit-learn; prints the table
+# CPU training benchmark: GEMM floor, gpumlp (plain, numba kernels, compiled epoch), JAX, PyTorch eager, scikit-learn; prints the table
 # (BENCHMARKS.md holds a full run). Arguments go to benchmarks/bench_train.py, e.g.
 #   scripts/bench.sh --quick            a smoke run of a few seconds
 #   scripts/bench.sh --json out.json    also write every measurement as JSON
-# Installs the `bench` extra (torch, scikit-learn, threadpoolctl) when it is missing; a torch
+# Installs the `bench` extra (torch CPU, jax, numba, scikit-learn, threadpoolctl) when it is missing; a torch
 # wheel pip can find locally (PIP_FIND_LINKS, e.g. a CPU-only build) is preferred to the
 # CUDA-bundling default one. Rows whose library is still missing say so instead of failing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY="${PYTHON:-python3}"
 
-missing="$("$PY" -c 'import importlib.util as u; print(" ".join(m for m in ("torch", "sklearn", "threadpoolctl") if u.find_spec(m) is None))')"
+missing="$("$PY" -c 'import importlib.util as u; print(" ".join(m for m in ("torch", "sklearn", "threadpoolctl", "numba", "jax") if u.find_spec(m) is None))')"
 if [ -n "$missing" ]; then
     echo "scripts/bench.sh: installing the bench extra (missing: $missing)" >&2
     if [[ " $missing " == *" torch "* ]]; then

@@ -24,6 +24,7 @@ import numpy as np
 
 from ..install_hint import install_hint
 from .cupy_ops import CupyOps
+from .numba_ops import NumbaOps, jit_enabled, jit_info
 from .numpy_ops import NumpyOps
 from .ops import Ops
 
@@ -35,6 +36,7 @@ __all__ = [
     "StrictBackend",
     "Ops",
     "NumpyOps",
+    "NumbaOps",
     "CupyOps",
     "get_backend",
     "has_gpu",
@@ -257,8 +259,8 @@ def _resolve_name(name: str) -> str:
 
 @functools.cache
 def _make_backend(key: str, fast: bool) -> Backend:
-    if key == "numpy":
-        return Backend(np, NumpyOps(np) if fast else Ops(np))
+    if key == "numpy":  # NumbaOps where numba is installed and GPUMLP_JIT is not 0 (numba loads lazily)
+        return Backend(np, (NumbaOps(np) if jit_enabled() else NumpyOps(np)) if fast else Ops(np))
     if key == "cupy":
         cupy, why = _import_cupy()
         if cupy is None:
@@ -359,13 +361,16 @@ def backend_info(name: str | Backend = "auto") -> dict[str, Any]:
     Returns
     -------
     dict
-        "backend", "ops", "numpy" and "device" always; on CuPy also the device's memory,
+        "backend", "ops", "numpy" and "device" always; "jit" on NumPy (whether numba's kernels
+        run, or why not: gpumlp.backends.numba_ops); on CuPy also the device's memory,
         compute capability and the CUDA runtime and CuPy versions; "gpu" (why no GPU is
         usable) where CuPy is not.
     """
     be = get_backend(name)
     info: dict[str, Any] = {"backend": be.name, "ops": type(be.ops).__name__, "numpy": np.__version__}
     info.update(be.device_info())
+    if be.name == "numpy":
+        info["jit"] = jit_info()
     cupy, why = _import_cupy()
     if cupy is not None:
         info.setdefault("cupy", cupy.__version__)

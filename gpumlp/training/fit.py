@@ -22,6 +22,7 @@ from ..checkpoint import Checkpoint, apply_checkpoint, check_checkpoint_path, ch
 from ..memory import check_fits, training_bytes
 from ..optimizers import Optimizer, make_optimizer
 from ..validation import check_bool, check_number, check_sample_weight
+from .compiled_epoch import compiled_loop
 from .distributed import Reducer, make_reducer
 from .divergence import diverged, divergence_error
 from .fused import can_fuse
@@ -203,6 +204,7 @@ def fit(
     allow_tf32: bool,
     sample_weight: Any,
     l2_per_sample: bool,
+    compiled: bool | str,
 ) -> dict[str, list[float]]:
     """Train ``model`` by minibatch gradient descent and return the per-epoch history.
 
@@ -220,7 +222,7 @@ def fit(
         The data, as for :meth:`gpumlp.MLP.fit`.
     loss, optimizer, lr, momentum, nesterov, l2, epochs, batch_size, shuffle, validation_data, \
 early_stopping, patience, seed, progress, callbacks, comm, clip_norm, divergence_threshold, \
-checkpoint, checkpoint_every, resume, cuda_graph, allow_tf32, sample_weight, l2_per_sample
+checkpoint, checkpoint_every, resume, cuda_graph, allow_tf32, sample_weight, l2_per_sample, compiled
         Keyword-only, all required: the settings documented at :meth:`gpumlp.MLP.fit`.
 
     Returns
@@ -315,6 +317,9 @@ checkpoint, checkpoint_every, resume, cuda_graph, allow_tf32, sample_weight, l2_
         waited, start = ck.waited, ck.epoch
         if ck.config.get("stopped") or (early_stopping and waited >= patience):
             start = max(start, epochs)  # a run that stopped stays stopped: resuming it trains no further
+    if trainer.device_loop is None:  # the compiled CPU epoch of small networks (training.compiled_epoch)
+        trainer.device_loop = compiled_loop(trainer, compiled, int(Xd.shape[0]), max(epochs - start, 0))
+    loop_name = "eager" if trainer.device_loop is None else getattr(trainer.device_loop, "name", "device")
     callbacks = list(callbacks)
     bar = None
     if progress and reducer.is_root:
@@ -338,7 +343,12 @@ checkpoint, checkpoint_every, resume, cuda_graph, allow_tf32, sample_weight, l2_
                 model.history = history
                 raise divergence_error(epoch, steps, why, train_loss, good, history, opt.lr, path)
             history["loss"].append(train_loss)
-            logs: dict[str, float] = {"loss": train_loss, "l2_loss": trainer.l2_loss, "time": time.perf_counter() - t0}
+            logs: dict[str, Any] = {
+                "loss": train_loss,
+                "l2_loss": trainer.l2_loss,
+                "time": time.perf_counter() - t0,
+                "loop": loop_name,
+            }
             if val is not None:
                 logs["val_loss"] = trainer.evaluate(*val)
                 history["val_loss"].append(logs["val_loss"])
