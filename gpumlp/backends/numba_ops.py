@@ -1,7 +1,8 @@
 """NumbaOps: NumpyOps with fused numba kernels where they measured faster; numba loaded only when a fit pays for it.
 
 The optional ``fast`` extra (``pip install -e ".[fast]"`` in a checkout, or ``pip install numba``)
-installs numba. The NumPy backend then runs :class:`NumbaOps`; ``GPUMLP_JIT=0`` keeps plain :class:`~gpumlp.backends.numpy_ops.NumpyOps`.
+installs numba. The NumPy backend then runs :class:`NumbaOps`; ``GPUMLP_JIT=0`` keeps plain
+:class:`~gpumlp.backends.numpy_ops.NumpyOps`.
 Importing gpumlp never imports numba: that costs 1–2 s per process (the import, then LLVM's start
 and the on-disk cache), which a short fit such as the quick start would not win back. Until the
 kernels are loaded (:func:`load_kernels`, which ``fit`` calls when the fit is long enough, or at
