@@ -153,7 +153,7 @@ class Trainable:
             gpumlp.training.compiled_epoch): same batches and results as the step-by-step loop to
             rounding, much faster for small networks. "auto": where it can run, batch_size × the
             number of parameters ≤ 150 000 and the fit is long enough to pay back numba's 1–2 s
-            start-up (or numba is already loaded); True: always (ValueError where it cannot run);
+            start-up (whatever else the process ran before); True: always (ValueError where it cannot run);
             False: never. ``GPUMLP_JIT=0`` turns numba off everywhere.
 
         Returns

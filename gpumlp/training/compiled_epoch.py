@@ -16,8 +16,9 @@ the divergence check see them as usual. Ctrl-C is honoured between epochs.
 When fit uses it (``compiled="auto"``, :func:`compiled_loop`): numba is installed and not turned
 off (``GPUMLP_JIT=0``), the run is one process on NumPy with gpumlp's own SGD or Adam, batch_size ×
 n_params ≤ :data:`MAX_WORK` (above that, BLAS GEMMs beat the compiled loops: measured on 2 cores),
-and loading numba pays back: it is loaded already, ``GPUMLP_JIT=1``, or the plain loop would take
-:data:`PAYBACK_S` seconds or more (numba's import and cache load cost 1–2 s in a fresh process).
+and loading numba pays back: ``GPUMLP_JIT=1``, or the plain loop would take :data:`PAYBACK_S` seconds or
+more (numba's import and cache load cost 1–2 s in a fresh process). Whether numba happens to be loaded
+already does not count: the same fit takes the same path in any process.
 The same estimate loads NumbaOps' kernels for bigger fits of :data:`KERNELS_PAYBACK_S` seconds or
 more (they gain 10–35 % of a step, so the fit must be longer to win the start-up back).
 """
@@ -109,7 +110,7 @@ def compiled_loop(trainer: Any, compiled: bool | str, n: int, epochs: int) -> Co
     if why is None and compiled == "auto":
         if trainer.batch_size * n_params(model) > MAX_WORK:
             return None
-        if not (numba_ops.kernels_loaded() or forced or seconds >= PAYBACK_S):
+        if not (forced or seconds >= PAYBACK_S):  # not "numba happens to be loaded": the choice is per fit
             return None
     if why is None and numba_ops.load_kernels() is None:
         why = f"could not load numba ({numba_ops.jit_info()})"

@@ -47,13 +47,13 @@ def test_fused_workspaces_hold_no_full_gradient_and_gain_it_on_demand():
     ops = NumpyOps(np)
     ops.gemm_update_min_size = 0  # one-call GEMM updates even for these small matrices
     model = gm.MLP([7, 6, 3], backend=Backend(np, ops), seed=0)
-    model.fit(X, y, epochs=1, batch_size=16)  # plain SGD: W ← W − η Zᵀ D in the GEMM itself
+    model.fit(X, y, epochs=1, batch_size=16, compiled=False)  # plain SGD: W ← W − η Zᵀ D in the GEMM itself
     ws = model._workspaces[16]
     assert ws.grads == []
     assert (ws.update_plan is None) == (_blas.routine(np.float64) is not None)
-    model.fit(X, y, epochs=1, batch_size=16, optimizer="adam")  # Adam: gradient blocks
+    model.fit(X, y, epochs=1, batch_size=16, optimizer="adam", compiled=False)  # Adam: gradient blocks
     assert ws.grads == [] and ws.update_plan is not None
-    model.fit(X, y, epochs=1, batch_size=16, clip_norm=1.0)  # needs the full gradient: allocated now
+    model.fit(X, y, epochs=1, batch_size=16, clip_norm=1.0, compiled=False)  # needs the full gradient: allocated now
     assert len(model._workspaces[16].grads) == 2  # (dW, db) of each layer
     assert len(model._workspaces[16].flat_grad_list()) == 4
     g = model.gradients(X[:5], y[:5])

@@ -42,7 +42,7 @@ class SignalAtStep(SGD):
         super().step(params, grads)
 
 
-KW = dict(lr=0.05, batch_size=16, seed=5)  # 4 steps per epoch: step 14 is in epoch 4
+KW = dict(lr=0.05, batch_size=16, seed=5, compiled=False)  # 4 steps per epoch: step 14 is in epoch 4; step loop
 
 
 def _reference() -> tuple[list, list]:

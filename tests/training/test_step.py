@@ -44,7 +44,7 @@ def test_both_loops_import_the_same_step_function():
 def test_eager_and_fused_epochs_step_only_through_train_step(monkeypatch, kw, fused):
     calls = _spy(monkeypatch)
     X, y = _data()
-    gm.MLP([5, 8, 3], backend="numpy", seed=1).fit(X, y, epochs=2, batch_size=8, **kw)
+    gm.MLP([5, 8, 3], backend="numpy", seed=1).fit(X, y, epochs=2, batch_size=8, compiled=False, **kw)
     assert len(calls) == 2 * 6
     if fused is not None:
         assert set(calls) == {fused}
