@@ -53,22 +53,7 @@ def launch(
     """Run the worker (or ``python *program``) under ``mpiexec -n 2``; (exit code, output, seconds).
     A launch still running after LAUNCH_TIMEOUT is killed (its whole process group) and fails the test."""
     cmd, base_env = LAUNCHER
-    t0 = time.perf_counter()
-    proc = subprocess.Popen(
-        [*cmd, *program, *args],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        env={**base_env, **(env or {})},
-        start_new_session=True,
-    )
-    try:
-        out, _ = proc.communicate(timeout=LAUNCH_TIMEOUT)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        out, _ = proc.communicate()
-        pytest.fail(f"mpiexec -n 2 hung for {LAUNCH_TIMEOUT} s; output:\n{out[-4000:]}")
-    return proc.returncode, out, time.perf_counter() - t0
+    return _run([*cmd, *program, *args], {**base_env, **(env or {})})
 
 
 def launch_ranks(*ranks: list[str], env: dict[str, str] | None = None) -> tuple[int, str, float]:
@@ -79,19 +64,19 @@ def launch_ranks(*ranks: list[str], env: dict[str, str] | None = None) -> tuple[
     line: list[str] = [exe, *flags]
     for i, args in enumerate(ranks):
         line += [*([":"] if i else []), "-n", "1", sys.executable, *args]
+    return _run(line, {**base_env, **(env or {})})
+
+
+def _run(line: list[str], env: dict[str, str]) -> tuple[int, str, float]:
+    """Run an mpiexec command line in its own process group; killed (and the test failed) after LAUNCH_TIMEOUT."""
     t0 = time.perf_counter()
     proc = subprocess.Popen(
-        line,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        env={**base_env, **(env or {})},
-        start_new_session=True,
+        line, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, start_new_session=True
     )
     try:
         out, _ = proc.communicate(timeout=LAUNCH_TIMEOUT)
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, signal.SIGKILL)
         out, _ = proc.communicate()
-        pytest.fail(f"mpiexec hung for {LAUNCH_TIMEOUT} s; output:\n{out[-4000:]}")
+        pytest.fail(f"{' '.join(line[:3])} hung for {LAUNCH_TIMEOUT} s; output:\n{out[-4000:]}")
     return proc.returncode, out, time.perf_counter() - t0
