@@ -332,23 +332,9 @@ def run_epoch(
             f = Ty(clip_norm / max(math.sqrt(sq), clip_norm))
             for i in range(grad.shape[0]):
                 grad[i] *= f
-        if opt == 0:
-            for i in range(theta.shape[0]):
-                theta[i] = theta[i] + grad[i] * neg_lr
-        elif opt == 1 or opt == 2:
-            for i in range(theta.shape[0]):
-                gi = grad[i] * neg_lr
-                vi = s1[i] * mu + gi
-                s1[i] = vi
-                theta[i] = theta[i] + ((gi + mu * vi) if opt == 2 else vi)
+        if opt <= 2:  # the update kernels NumbaOps runs, so both paths do the same arithmetic
+            sgd(theta, grad, s1, neg_lr, mu, opt)
         else:
-            lr_t = neg_lr_t[step]
-            for i in range(theta.shape[0]):
-                gi = grad[i]
-                mi = s1[i] * b1 + c1 * gi
-                vi = s2[i] * b2 + (gi * gi) * c2
-                s1[i] = mi
-                s2[i] = vi
-                theta[i] = theta[i] + (mi / (np.sqrt(vi) + eps)) * lr_t
+            adam(theta, grad, s1, s2, neg_lr_t[step], b1, c1, b2, c2, eps)
         step += 1
     return total
