@@ -69,7 +69,7 @@ def setup_floor(cfg: Config, X, y, seed):
 def _gpumlp_model(cfg: Config, seed, ops_name: str):
     try:
         import gpumlp as gm
-        from gpumlp.backends import Backend, numba_ops
+        from gpumlp.backends import numba_ops
         from gpumlp.backends.numpy_ops import NumpyOps
     except (ImportError, AttributeError) as e:
         raise Unavailable(f"gpumlp not importable: {e}") from e
@@ -79,14 +79,7 @@ def _gpumlp_model(cfg: Config, seed, ops_name: str):
         if numba_ops.load_kernels() is None:
             raise Unavailable(f"numba kernels unavailable: {numba_ops.jit_info()}")
         ops = numba_ops.NumbaOps(np)
-    model = gm.MLP(
-        list(cfg.sizes),
-        hidden_activation="relu",
-        output_activation="softmax",
-        dtype="float32",
-        backend=Backend(np, ops),
-        seed=seed,
-    )
+    model = common.gpumlp_model(cfg, ops, seed)
     return gm, model
 
 

@@ -67,6 +67,21 @@ def make_data(cfg: Config, seed: int = 0, dtype: str = "float32"):
     return X, y
 
 
+def gpumlp_model(cfg: Config, ops, seed: int = 0):
+    """The benchmarks' gpumlp network for ``cfg``: relu hidden, softmax output, float32, NumPy with ``ops``."""
+    import gpumlp as gm
+    from gpumlp.backends import Backend
+
+    return gm.MLP(
+        list(cfg.sizes),
+        hidden_activation="relu",
+        output_activation="softmax",
+        dtype="float32",
+        backend=Backend(np, ops),
+        seed=seed,
+    )
+
+
 def batch_sizes(n_samples: int, batch_size: int) -> list[int]:
     """Sizes of the minibatches of one epoch: full batches, then the remainder if any."""
     full, rest = divmod(n_samples, batch_size)

@@ -25,9 +25,8 @@ sys.path.insert(1, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import common  # noqa: E402
 import numpy as np  # noqa: E402
 
-import gpumlp as gm  # noqa: E402
 from gpumlp import validation  # noqa: E402
-from gpumlp.backends import Backend, NumpyOps, _blas, numba_ops  # noqa: E402
+from gpumlp.backends import NumpyOps, _blas, numba_ops  # noqa: E402
 
 KERNELS = (
     "affine_activate",
@@ -53,14 +52,7 @@ def main() -> int:
     if args.ops == "numba" and numba_ops.load_kernels() is None:
         raise SystemExit(f"--ops numba: {numba_ops.jit_info()}")
     ops = numba_ops.NumbaOps(np) if args.ops == "numba" else NumpyOps(np)
-    model = gm.MLP(
-        list(cfg.sizes),
-        hidden_activation="relu",
-        output_activation="softmax",
-        dtype="float32",
-        backend=Backend(np, ops),
-        seed=0,
-    )
+    model = common.gpumlp_model(cfg, ops, 0)
 
     spent: dict[str, float] = collections.defaultdict(float)
 
